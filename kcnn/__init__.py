@@ -1,0 +1,31 @@
+"""kcnn: train, evaluate, explain and serve small CNN image classifiers.
+
+Keras 3 functional models on the PyTorch backend, fed by tf.data/TFDS pipelines.
+Importing ``kcnn`` is cheap: Keras, torch and TensorFlow are imported only when a
+function that needs them is called.  ``KERAS_BACKEND`` defaults to ``"torch"``
+unless the user has chosen another backend before the first Keras import.
+"""
+
+import os
+
+__version__ = "0.1.0"
+
+# Must happen before anything imports keras (keras reads it once, at import).
+os.environ.setdefault("KERAS_BACKEND", "torch")
+# Hide TensorFlow C++ INFO/WARNING chatter (tf.data only serves input here).
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+__all__ = ["__version__", "train", "create_model", "list_models"]
+
+
+def __getattr__(name):
+    # Lazy public API, so `import kcnn` and `kcnn --help` stay fast.
+    if name == "train":
+        from kcnn.training import train
+
+        return train
+    if name in ("create_model", "list_models"):
+        from kcnn import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'kcnn' has no attribute {name!r}")

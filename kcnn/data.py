@@ -1,0 +1,273 @@
+"""Input pipelines: TFDS datasets as tf.data, augmented by Keras preprocessing layers.
+
+Any TFDS image-classification dataset with ``image`` and ``label`` features
+loads by name (mnist, fashion_mnist, cifar10 and cifar100 are the ones kcnn is
+tuned for). Data never downloads implicitly: it is read from a prepared TFDS
+data_dir, given by ``data_dir=`` / ``--data-dir`` or the ``TFDS_DATA_DIR``
+environment variable (TFDS' own default, ``~/tensorflow_datasets``, otherwise).
+
+Pipeline (train): decode -> cache -> shuffle (seeded) -> batch -> augment
+(``keras.layers.Pipeline`` in ``tf.data.map``, AUTOTUNE) -> prefetch.
+Batches are ``((batch, H, W, C) uint8, (batch,) int64)``: augmentation output
+is rounded back to uint8, so training sees the same dtype as inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+#: Default train/validation split: the last 10% of TFDS' train split validates.
+DEFAULT_VAL_SPLIT = 0.1
+#: Datasets kcnn documents and tests; other TFDS image datasets work too.
+KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+#: Augmentation policies by name.
+AUGMENTATIONS = ("none", "crop_flip", "affine")
+
+
+class DataNotFoundError(RuntimeError):
+    """The dataset is not prepared in the TFDS data_dir and cannot be downloaded."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What kcnn needs to know of a TFDS dataset.
+
+    Attributes:
+        name: TFDS name, e.g. ``"cifar10"``.
+        version: TFDS version string of the prepared copy, e.g. ``"3.0.2"``.
+        class_names: label names in label-index order (from TFDS metadata).
+        image_shape: ``(H, W, C)`` of one uint8 image.
+        num_train: examples in TFDS' ``train`` split.
+        num_test: examples in TFDS' ``test`` split.
+        data_dir: the TFDS data_dir root it was read from.
+    """
+
+    name: str
+    version: str
+    class_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
+    num_train: int
+    num_test: int
+    data_dir: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+@dataclasses.dataclass
+class Datasets:
+    """The three pipelines of a training run, and their sizes in examples."""
+
+    train: object  # tf.data.Dataset
+    val: object | None  # tf.data.Dataset, or None when val_split == 0
+    test: object  # tf.data.Dataset
+    info: DatasetInfo
+    num_train: int
+    num_val: int
+
+
+def _tfds():
+    """Import TensorFlow Datasets with TensorFlow kept off any GPU (torch owns it)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # already initialized: nothing to change
+        pass
+    import tensorflow_datasets as tfds
+
+    return tfds
+
+
+def _builder(name: str, data_dir: str | None):
+    tfds = _tfds()
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError:
+        raise ValueError(
+            f"Unknown dataset {name!r}: TFDS has no such builder "
+            f"(kcnn is tuned for {', '.join(KNOWN_DATASETS)})"
+        ) from None
+    if not builder.is_prepared():
+        root = data_dir or os.environ.get("TFDS_DATA_DIR") or str(builder.data_dir_root)
+        raise DataNotFoundError(
+            f"Dataset {name!r} is not prepared in the TFDS data_dir {root} and kcnn "
+            "does not download. Point kcnn at a data_dir that holds it: set "
+            "TFDS_DATA_DIR=/path/to/tfds or pass --data-dir /path/to/tfds."
+        )
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise ValueError(
+            f"Dataset {name!r} is not an image-classification dataset "
+            f"(needs 'image' and 'label' features; has {sorted(features.keys())})"
+        )
+    return builder
+
+
+def load_info(name: str, data_dir: str | None = None) -> DatasetInfo:
+    """Read a prepared dataset's metadata.
+
+    Raises:
+        ValueError: unknown dataset name, or not an image-classification dataset.
+        DataNotFoundError: the dataset is not prepared in the data_dir.
+    """
+    builder = _builder(name, data_dir)
+    info = builder.info
+    return DatasetInfo(
+        name=name,
+        version=str(info.version),
+        class_names=tuple(info.features["label"].names),
+        image_shape=tuple(int(d) for d in info.features["image"].shape),
+        num_train=int(info.splits["train"].num_examples),
+        num_test=int(info.splits["test"].num_examples),
+        data_dir=str(builder.data_dir_root),
+    )
+
+
+def default_augmentation(info: DatasetInfo) -> str:
+    """The default policy: ``crop_flip`` for colour images (CIFAR), ``affine`` for gray digits/clothes."""
+    return "crop_flip" if info.image_shape[-1] == 3 else "affine"
+
+
+def make_augmentation(policy: str, seed: int | None = None):
+    """Build an augmentation policy from Keras preprocessing layers.
+
+    Policies:
+        ``"crop_flip"``: pad-4 random crop and horizontal flip (the CIFAR
+            standard), as ``RandomTranslation(±4/32, fill 0, nearest)`` (a
+            per-image integer shift with zero fill is exactly a crop from the
+            zero-padded image) followed by ``RandomFlip("horizontal")``.
+        ``"affine"``: small rotation (±10°), shift (±10%) and zoom (±10%), no
+            flips (digits and clothes are not mirror-symmetric).
+        ``"none"``: returns ``None``.
+
+    The layers run inside ``tf.data.map`` (Keras switches them to TensorFlow
+    ops there, whatever the backend) on float images ``(batch, H, W, C)`` in
+    [0, 255].
+
+    Raises:
+        ValueError: unknown policy.
+    """
+    import keras
+    from keras import layers
+
+    if policy == "none":
+        return None
+    if policy == "crop_flip":
+        steps = [
+            layers.RandomTranslation(
+                4 / 32, 4 / 32, fill_mode="constant", interpolation="nearest", seed=seed
+            ),
+            layers.RandomFlip("horizontal", seed=seed),
+        ]
+    elif policy == "affine":
+        steps = [
+            layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
+            layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
+        ]
+    else:
+        raise ValueError(
+            f"Unknown augmentation policy; valid: {', '.join(AUGMENTATIONS)}. "
+            f"Received: policy={policy!r}"
+        )
+    return keras.layers.Pipeline(steps, name=f"augment_{policy}")
+
+
+def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, seed=None,
+                  shuffle_buffer: int = 60_000):
+    """Turn a TFDS ``(image uint8, label int64)`` dataset into batches for ``model.fit``.
+
+    Args:
+        ds: unbatched ``tf.data.Dataset`` of ``((H, W, C) uint8, () int64)``.
+        batch_size: images per batch.
+        training: shuffle (seeded, reshuffled each epoch) when True.
+        augmentation: a layer from :func:`make_augmentation`, or None.
+        seed: shuffle seed.
+        shuffle_buffer: shuffle buffer in examples (default holds a whole split).
+
+    Returns:
+        ``tf.data.Dataset`` of ``((batch, H, W, C) uint8, (batch,) int64)``,
+        decoded once and cached in memory, prefetched.
+    """
+    import tensorflow as tf
+
+    ds = ds.cache()
+    if training:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augmentation is not None:
+
+        def augment(images, labels):
+            images = augmentation(tf.cast(images, "float32"), training=True)
+            images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
+            return images, labels
+
+        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def split_names(num_train: int, val_split: float) -> tuple[str, str | None, int]:
+    """TFDS split-slicing strings for train and validation, and the validation size.
+
+    The last ``round(val_split * num_train)`` examples of ``train`` validate.
+    Returns ``(train_split, val_split_or_None, num_val)``.
+
+    Raises:
+        ValueError: ``val_split`` outside [0, 0.5].
+    """
+    if not 0.0 <= val_split <= 0.5:
+        raise ValueError(f"val_split must be in [0, 0.5]. Received: val_split={val_split}")
+    num_val = round(num_train * val_split)
+    if num_val == 0:
+        return "train", None, 0
+    cut = num_train - num_val
+    return f"train[:{cut}]", f"train[{cut}:]", num_val
+
+
+def load_split(name: str, split: str, data_dir: str | None = None):
+    """``tfds.load`` one split as unbatched ``((H, W, C) uint8, () int64)`` pairs, no download."""
+    _builder(name, data_dir)  # clear errors for unknown / unprepared datasets
+    tfds = _tfds()
+    return tfds.load(name, split=split, data_dir=data_dir, as_supervised=True,
+                     download=False, shuffle_files=False)
+
+
+def load_datasets(name: str, *, data_dir: str | None = None, batch_size: int = 128,
+                  val_split: float = DEFAULT_VAL_SPLIT, augment: str | bool = True,
+                  seed: int = 0, eval_batch_size: int = 512) -> Datasets:
+    """Load train/validation/test pipelines of a TFDS dataset.
+
+    Args:
+        name: TFDS dataset name.
+        data_dir: TFDS data_dir; None uses ``TFDS_DATA_DIR`` or TFDS' default.
+        batch_size: training batch size (images).
+        val_split: fraction of TFDS ``train`` held out for validation (0 = none).
+        augment: True for the dataset's default policy, False for none, or a
+            policy name from :data:`AUGMENTATIONS`.
+        seed: shuffle and augmentation seed.
+        eval_batch_size: batch size of the validation and test pipelines.
+
+    Raises:
+        ValueError: unknown dataset or policy, bad val_split.
+        DataNotFoundError: the dataset is not prepared in the data_dir.
+    """
+    info = load_info(name, data_dir)
+    train_split, val_name, num_val = split_names(info.num_train, val_split)
+    if augment is True:
+        augment = default_augmentation(info)
+    augmentation = make_augmentation(augment or "none", seed=seed)
+
+    def load(split):
+        return load_split(name, split, data_dir)
+
+    train = make_pipeline(load(train_split), batch_size=batch_size, training=True,
+                          augmentation=augmentation, seed=seed)
+    val = None
+    if val_name is not None:
+        val = make_pipeline(load(val_name), batch_size=eval_batch_size, training=False)
+    test = make_pipeline(load("test"), batch_size=eval_batch_size, training=False)
+    return Datasets(train=train, val=val, test=test, info=info,
+                    num_train=info.num_train - num_val, num_val=num_val)

@@ -1,0 +1,198 @@
+"""Model zoo: the classic small CNNs of the seeds, as Keras 3 functional models.
+
+One registry, one small builder per architecture (the timm pattern)::
+
+    >>> from kcnn.models import create_model, list_models
+    >>> list_models()
+    ['cnn2', 'cnn2_simple', 'cnn3', 'net24k']
+    >>> model = create_model("cnn3", input_shape=(32, 32, 3), num_classes=10)
+
+Every model takes raw ``uint8`` images ``(batch, H, W, C)`` of its dataset and
+does its own scaling inside (``Rescaling``/``Normalization``), so a saved
+``.keras`` file needs no outside preprocessing. Every model ends in softmax:
+``model.predict`` returns class probabilities ``(batch, num_classes)`` float32.
+Only ``keras.layers`` are used, so the models build and load under the torch,
+tensorflow and jax backends alike.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable
+
+import keras
+from keras import layers
+
+_REGISTRY: dict[str, Callable[..., keras.Model]] = {}
+
+#: The seed 3-conv CNN, kcnn's default architecture.
+DEFAULT_MODEL = "cnn3"
+
+
+def register_model(fn: Callable[..., keras.Model]) -> Callable[..., keras.Model]:
+    """Add a builder ``fn(input_shape, num_classes) -> keras.Model`` to the registry."""
+    _REGISTRY[fn.__name__] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Names of every registered architecture, sorted."""
+    return sorted(_REGISTRY)
+
+
+def check_model_name(name: str) -> str:
+    """Return ``name`` if registered.
+
+    Raises:
+        ValueError: unknown name; the message lists the valid names and the
+            closest match.
+    """
+    if name in _REGISTRY:
+        return name
+    close = difflib.get_close_matches(str(name), list_models(), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ValueError(
+        f"Unknown model {name!r}; valid models: {', '.join(list_models())}.{hint}"
+    )
+
+
+def create_model(
+    name: str = DEFAULT_MODEL,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    num_classes: int = 10,
+) -> keras.Model:
+    """Build a registered architecture.
+
+    Args:
+        name: one of :func:`list_models`.
+        input_shape: ``(height, width, channels)`` of the raw uint8 images.
+        num_classes: width of the softmax output.
+
+    Returns:
+        An uncompiled functional ``keras.Model`` mapping ``(batch, *input_shape)``
+        uint8 to ``(batch, num_classes)`` float32 probabilities. Its ``name`` is
+        the architecture's name.
+
+    Raises:
+        ValueError: unknown name, an input shape that is not ``(H, W, C)`` with
+            C in {1, 3}, or ``num_classes < 2``.
+    """
+    check_model_name(name)
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 3 or input_shape[-1] not in (1, 3) or min(input_shape) < 1:
+        raise ValueError(
+            "input_shape must be (height, width, channels) with 1 or 3 channels. "
+            f"Received: input_shape={input_shape}"
+        )
+    if int(num_classes) < 2:
+        raise ValueError(f"num_classes must be >= 2. Received: num_classes={num_classes}")
+    return _REGISTRY[name](input_shape, int(num_classes))
+
+
+def _inputs(input_shape) -> keras.KerasTensor:
+    return keras.Input(shape=input_shape, dtype="uint8", name="image")
+
+
+def _to_seed_input(x, input_shape, size=32):
+    """Rescale uint8 to [0, 1], resize to ``size`` x ``size`` and make 3 channels.
+
+    This is how the seed "CNN Image Classification - MNIST & CIFAR-10" fed
+    MNIST to its CIFAR-shaped network (resize 28->32, gray repeated to RGB).
+    """
+    x = layers.Rescaling(1.0 / 255, name="rescale")(x)
+    if tuple(input_shape[:2]) != (size, size):
+        x = layers.Resizing(size, size, name="resize")(x)
+    if input_shape[-1] == 1:
+        x = layers.Concatenate(name="gray_to_rgb")([x, x, x])
+    return x
+
+
+def _conv_bn_relu_pool(x, filters, kernel_size, index):
+    x = layers.Conv2D(filters, kernel_size, padding="same", name=f"conv{index}")(x)
+    x = layers.BatchNormalization(name=f"bn{index}")(x)
+    x = layers.ReLU(name=f"relu{index}")(x)
+    return layers.MaxPooling2D(2, name=f"pool{index}")(x)
+
+
+def _classifier_head(x, num_classes):
+    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+
+
+@register_model
+def cnn3(input_shape=(32, 32, 3), num_classes=10) -> keras.Model:
+    """Seed 3-conv CNN ("CNN Image Classification - MNIST & CIFAR-10").
+
+    Conv 32@5x5 -> BN -> ReLU -> MaxPool2; Conv 64@3x3 -> BN -> ReLU -> MaxPool2;
+    Conv 128@3x3 -> BN -> ReLU -> MaxPool2; Flatten (2048) -> Dense 256 ReLU ->
+    Dropout 0.5 -> Dense softmax. 'same' padding, on 32x32x3: inputs of another
+    size or with one channel are resized to 32x32 and repeated to RGB inside the
+    model, as the seed did for MNIST. 622,346 trainable parameters for 10
+    classes (the seed's README says ~400K, which its own layer list does not
+    add up to).
+    """
+    inputs = _inputs(input_shape)
+    x = _to_seed_input(inputs, input_shape)
+    for index, (filters, kernel) in enumerate([(32, 5), (64, 3), (128, 3)], start=1):
+        x = _conv_bn_relu_pool(x, filters, kernel, index)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(256, activation="relu", name="fc1")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes), name="cnn3")
+
+
+@register_model
+def net24k(input_shape=(28, 28, 1), num_classes=10) -> keras.Model:
+    """Seed 24,488-parameter MNIST net ("CNN MNIST Classification with PyTorch").
+
+    Conv 8@3x3 valid -> ReLU -> MaxPool2; Conv 16@3x3 -> ReLU; Conv 24@3x3 ->
+    ReLU -> MaxPool2; Flatten (384 on 28x28) -> Dense 50 ReLU -> Dense softmax.
+    Inputs are standardized with the MNIST mean/std the seed used
+    (0.1307, 0.3081). Exactly 24,488 trainable parameters on 28x28x1, 10 classes.
+    """
+    inputs = _inputs(input_shape)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    x = layers.Normalization(mean=0.1307, variance=0.3081**2, name="standardize")(x)
+    x = layers.Conv2D(8, 3, activation="relu", name="conv1")(x)
+    x = layers.MaxPooling2D(2, name="pool1")(x)
+    x = layers.Conv2D(16, 3, activation="relu", name="conv2")(x)
+    x = layers.Conv2D(24, 3, activation="relu", name="conv3")(x)
+    x = layers.MaxPooling2D(2, name="pool3")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(50, activation="relu", name="fc1")(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes), name="net24k")
+
+
+@register_model
+def cnn2(input_shape=(32, 32, 3), num_classes=10) -> keras.Model:
+    """Seed 2-conv CNN ("Image Classification using CNN").
+
+    [Conv 32@3x3 -> BN -> ReLU -> MaxPool2] -> [Conv 64@3x3 -> BN -> ReLU ->
+    MaxPool2] -> Flatten (4096) -> Dense 128 ReLU -> Dropout 0.5 -> Dense
+    softmax, on 32x32x3 (other inputs resized/repeated as in :func:`cnn3`).
+    545,290 trainable parameters for 10 classes.
+    """
+    inputs = _inputs(input_shape)
+    x = _to_seed_input(inputs, input_shape)
+    x = _conv_bn_relu_pool(x, 32, 3, 1)
+    x = _conv_bn_relu_pool(x, 64, 3, 2)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(128, activation="relu", name="fc1")(x)
+    x = layers.Dropout(0.5, name="dropout")(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes), name="cnn2")
+
+
+@register_model
+def cnn2_simple(input_shape=(28, 28, 1), num_classes=10) -> keras.Model:
+    """Seed 2-conv CNN ("Convolutional Neural Networks with PyTorch").
+
+    Two Conv 32@3x3 'same' + ReLU, each followed by 2x2 max pooling, Flatten,
+    Dense softmax; built on the dataset's own input shape. 25,258 trainable
+    parameters on 28x28x1 and 30,634 on 32x32x3 (10 classes).
+    """
+    inputs = _inputs(input_shape)
+    x = layers.Rescaling(1.0 / 255, name="rescale")(inputs)
+    for index in (1, 2):
+        x = layers.Conv2D(32, 3, padding="same", activation="relu", name=f"conv{index}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{index}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    return keras.Model(inputs, _classifier_head(x, num_classes), name="cnn2_simple")

@@ -1,0 +1,422 @@
+"""Training: ``model.fit`` with Keras callbacks, run folders, resume and final test metrics.
+
+A run folder holds:
+
+- ``model.keras``: the best checkpoint on validation accuracy (written to a
+  temporary file and renamed into place, so a crash never leaves it half-written),
+- ``history.csv``: one row per epoch (``CSVLogger``), learning rate included,
+- ``config.json``: every setting used, the dataset version and library versions,
+- ``metrics.json``: ``test_accuracy`` and ``test_loss`` of ``model.keras`` on
+  the test split, computed at the end,
+- ``backup/``: ``BackupAndRestore`` state while the run is unfinished;
+  re-running the same command resumes from the last completed epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import kcnn
+
+#: Training hyperparameters and their defaults, in one place (airbench style).
+DEFAULTS = dict(
+    model="cnn3",  # architecture name, see kcnn.models.list_models()
+    epochs=15,  # passes over the training split
+    batch_size=128,  # images per optimizer step
+    lr=None,  # peak learning rate; None = the optimizer's default below
+    optimizer="adam",  # adam | sgd (SGD: momentum 0.9, Nesterov)
+    lr_schedule="onecycle",  # constant | step | cosine | onecycle
+    weight_decay=0.0,  # decoupled weight decay per step, as a fraction of lr
+    val_split=0.1,  # fraction of TFDS train held out for validation
+    augment=True,  # True = dataset default policy; False; or a policy name
+    seed=0,  # seeds Python, NumPy, torch, TF, shuffling and augmentation
+)
+#: Peak learning rate when ``lr`` is None.
+DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
+OPTIMIZERS = ("adam", "sgd")
+LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
+#: onecycle: fraction of all steps spent warming up from lr/25 to lr.
+ONECYCLE_WARMUP = 0.2
+#: step: multiply lr by 0.1 after 50% and 75% of the epochs.
+STEP_BOUNDARIES, STEP_FACTOR = (0.5, 0.75), 0.1
+#: Settings that do not change what a run computes; they may differ on resume.
+_NOT_IDENTITY = ("device", "data_dir", "output", "verbose")
+
+RUNS_DIR = "runs"
+
+
+class RunFolderError(ValueError):
+    """An output folder holds a different or finished run."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        run_dir: the run folder.
+        metrics: contents of ``metrics.json`` (``test_accuracy``, ``test_loss``, ...).
+        history: ``history.csv`` rows as dicts, one per epoch.
+        resumed_from_epoch: number of epochs already done when this call began.
+    """
+
+    run_dir: Path
+    metrics: dict
+    history: list
+    resumed_from_epoch: int
+
+
+def make_lr_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int):
+    """A Keras learning-rate schedule, evaluated per optimizer step.
+
+    ``constant``: ``lr``. ``step``: ``PiecewiseConstantDecay``, x0.1 after 50%
+    and 75% of training. ``cosine``: ``CosineDecay`` from ``lr`` to 0.
+    ``onecycle``: ``CosineDecay`` with linear warm-up from ``lr/25`` to ``lr``
+    over the first 20% of steps, then cosine to 0 (Smith & Topin 2017's
+    one-cycle shape, from Keras' own schedule).
+
+    Raises:
+        ValueError: unknown schedule name.
+    """
+    import keras
+
+    total = max(1, steps_per_epoch * epochs)
+    if name == "constant":
+        return lr
+    if name == "step":
+        bounds = [int(total * b) for b in STEP_BOUNDARIES]
+        values = [lr * STEP_FACTOR**i for i in range(len(bounds) + 1)]
+        return keras.optimizers.schedules.PiecewiseConstantDecay(bounds, values)
+    if name == "cosine":
+        return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
+    if name == "onecycle":
+        warmup = max(1, int(total * ONECYCLE_WARMUP))
+        return keras.optimizers.schedules.CosineDecay(
+            lr / 25, decay_steps=total - warmup, warmup_target=lr, warmup_steps=warmup
+        )
+    raise ValueError(
+        f"Unknown lr_schedule; valid: {', '.join(LR_SCHEDULES)}. Received: lr_schedule={name!r}"
+    )
+
+
+def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0):
+    """``keras.optimizers.Adam`` or ``SGD(momentum=0.9, nesterov=True)``.
+
+    Raises:
+        ValueError: unknown optimizer name.
+    """
+    import keras
+
+    wd = weight_decay or None
+    if name == "adam":
+        return keras.optimizers.Adam(learning_rate, weight_decay=wd)
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd)
+    raise ValueError(f"Unknown optimizer; valid: {', '.join(OPTIMIZERS)}. Received: optimizer={name!r}")
+
+
+def _write_json(path: Path, obj) -> None:
+    """Write JSON to a temporary file in the same folder, then rename into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_history(path: Path) -> list[dict]:
+    """Rows of a ``history.csv`` as dicts of floats (``epoch`` as int)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+
+
+def _truncate_history(path: Path, epochs_done: int) -> None:
+    """Keep only rows of epochs the backup holds (a crash may leave one extra row)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, path)
+
+
+def _identity(config: dict) -> dict:
+    return {k: v for k, v in config["settings"].items() if k not in _NOT_IDENTITY}
+
+
+def _next_run_dir(root: Path, stem: str) -> Path:
+    pattern = re.compile(rf"^{re.escape(stem)}-(\d+)$")
+    numbers = [int(m.group(1)) for p in root.glob(f"{stem}-*") if (m := pattern.match(p.name))]
+    return root / f"{stem}-{max(numbers, default=0) + 1}"
+
+
+def resolve_run_dir(settings: dict, output: str | None, overwrite: bool = False) -> tuple[Path, bool]:
+    """Choose the run folder and whether the run resumes.
+
+    With ``output`` None: an unfinished run under ``runs/`` with the same
+    settings resumes (so re-running a command continues it); otherwise a new
+    ``runs/{dataset}-{model}-{N}`` is made. With ``output`` given: an empty or
+    new folder starts a run, an unfinished run with the same settings resumes.
+
+    Returns:
+        ``(run_dir, resume)``.
+
+    Raises:
+        RunFolderError: ``output`` holds a finished run or a run with other
+            settings, and ``overwrite`` is False.
+    """
+    identity = {k: v for k, v in settings.items() if k not in _NOT_IDENTITY}
+
+    def state(folder: Path):
+        cfg = folder / "config.json"
+        if not cfg.exists():
+            return "empty"
+        try:
+            same = _identity(json.loads(cfg.read_text())) == identity
+        except (ValueError, KeyError):
+            same = False
+        if not same:
+            return "other"
+        return "finished" if (folder / "metrics.json").exists() else "unfinished"
+
+    if output is None:
+        root = Path(RUNS_DIR)
+        stem = f"{settings['dataset']}-{settings['model']}"
+        candidates = sorted(root.glob(f"{stem}-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for folder in candidates:
+            if state(folder) == "unfinished":
+                return folder, True
+        return _next_run_dir(root, stem), False
+
+    folder = Path(output)
+    current = state(folder)
+    if overwrite and current != "empty":
+        shutil.rmtree(folder)
+        return folder, False
+    if current == "unfinished":
+        return folder, True
+    if current == "finished":
+        raise RunFolderError(
+            f"{folder} already holds a finished run with these settings "
+            f"(see {folder / 'metrics.json'}); pass --overwrite to train it again"
+        )
+    if current == "other":
+        raise RunFolderError(
+            f"{folder} holds a run with other settings ({folder / 'config.json'}); "
+            "choose another --output or pass --overwrite"
+        )
+    return folder, False
+
+
+def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra):
+    import keras
+
+    class LearningRateLogger(keras.callbacks.Callback):
+        """Adds the optimizer's current learning rate to the epoch logs."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                lr = self.model.optimizer.learning_rate
+                logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
+
+    class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
+        """``ModelCheckpoint`` that saves to a temporary file and renames it into place."""
+
+        def __init__(self, filepath: Path, **kwargs):
+            self.final_path = filepath
+            super().__init__(str(filepath.with_name(f".{filepath.stem}.partial.keras")), **kwargs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if os.path.exists(self.filepath):
+                os.replace(self.filepath, self.final_path)
+
+    # Order matters: logs are filled (lr) before CSVLogger writes them, and the
+    # backup is written last, so a crash in between leaves at most one extra
+    # CSV row, which resume drops.
+    return [
+        *extra,
+        LearningRateLogger(),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        AtomicModelCheckpoint(
+            run_dir / "model.keras", monitor=monitor, mode="max", save_best_only=True,
+            initial_value_threshold=best_so_far,
+        ),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+    ]
+
+
+def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULTS["epochs"],
+          batch_size: int = DEFAULTS["batch_size"], lr: float | None = DEFAULTS["lr"],
+          optimizer: str = DEFAULTS["optimizer"], lr_schedule: str = DEFAULTS["lr_schedule"],
+          weight_decay: float = DEFAULTS["weight_decay"], val_split: float = DEFAULTS["val_split"],
+          augment: bool | str = DEFAULTS["augment"], seed: int = DEFAULTS["seed"],
+          device: str = "auto", data_dir: str | None = None, output: str | None = None,
+          overwrite: bool = False, verbose: int | str = "auto", callbacks=(),
+          log=print) -> TrainResult:
+    """Train a registered model on a TFDS dataset; the Python API of ``kcnn train``.
+
+    Args:
+        dataset: TFDS name (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``...).
+        model: architecture name from :func:`kcnn.models.list_models`.
+        epochs: total epochs (a resumed run trains only the missing ones).
+        batch_size: images per step.
+        lr: peak learning rate; None for the optimizer's default (:data:`DEFAULT_LR`).
+        optimizer: ``"adam"`` or ``"sgd"``.
+        lr_schedule: one of :data:`LR_SCHEDULES`.
+        weight_decay: decoupled weight decay (0 = off).
+        val_split: fraction of the train split held out for validation (0 = none;
+            the checkpoint then tracks training accuracy).
+        augment: True (dataset default), False, or a policy of :data:`kcnn.data.AUGMENTATIONS`.
+        seed: global seed.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        data_dir: TFDS data_dir (None: ``TFDS_DATA_DIR`` or TFDS' default).
+        output: run folder (None: resume the latest unfinished matching run
+            under ``runs/`` or make a new numbered one).
+        overwrite: delete what ``output`` holds and start again.
+        verbose: Keras ``fit`` verbosity (``"auto"`` shows the progress bar).
+        callbacks: extra Keras callbacks, run before kcnn's own.
+        log: function that prints one line of progress.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: bad argument (unknown model/dataset/optimizer/schedule, CUDA
+            not available, out-of-range numbers).
+        RunFolderError: ``output`` holds another or a finished run.
+        kcnn.data.DataNotFoundError: the dataset is not prepared in the data_dir.
+    """
+    from kcnn.device import resolve_device
+
+    settings = dict(dataset=dataset, model=model, epochs=int(epochs), batch_size=int(batch_size),
+                    lr=lr, optimizer=optimizer, lr_schedule=lr_schedule,
+                    weight_decay=float(weight_decay), val_split=float(val_split), augment=augment,
+                    seed=int(seed), device=device, data_dir=data_dir)
+    _validate(settings)
+    device_name = resolve_device(device)
+
+    import keras
+
+    from kcnn import data, models
+    from kcnn.device import runtime_versions
+
+    models.check_model_name(model)
+    info = data.load_info(dataset, data_dir)  # fails fast, before any folder is made
+    run_dir, resume = resolve_run_dir(settings, output, overwrite)
+    versions = runtime_versions()
+    log(f"kcnn {kcnn.__version__} | backend {keras.backend.backend()} | device {device_name} | "
+        f"keras {versions['keras']} | torch {versions['torch']} | tensorflow {versions['tensorflow']}")
+
+    peak_lr = lr if lr is not None else DEFAULT_LR[optimizer]
+    keras.utils.set_random_seed(seed)
+    ds = data.load_datasets(dataset, data_dir=data_dir, batch_size=batch_size, val_split=val_split,
+                            augment=augment, seed=seed)
+    steps_per_epoch = math.ceil(ds.num_train / batch_size)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    history_path = run_dir / "history.csv"
+    epochs_done = 0
+    metadata = run_dir / "backup" / "training_metadata.json"
+    if resume and metadata.exists():
+        epochs_done = int(json.loads(metadata.read_text())["epoch"])
+    _truncate_history(history_path, epochs_done)
+    if not resume or epochs_done == 0:
+        history_path.unlink(missing_ok=True)
+    monitor = "val_accuracy" if ds.val is not None else "accuracy"
+    best = max((r[monitor] for r in read_history(history_path) if monitor in r), default=None)
+
+    config = {
+        "settings": settings,
+        "resolved": {"device": device_name, "lr": peak_lr, "steps_per_epoch": steps_per_epoch,
+                     "num_train": ds.num_train, "num_val": ds.num_val,
+                     "augmentation": (data.default_augmentation(info) if augment is True
+                                      else (augment or "none"))},
+        "dataset": {"name": info.name, "version": info.version, "class_names": list(info.class_names),
+                    "image_shape": list(info.image_shape), "data_dir": info.data_dir},
+        "versions": versions,
+    }
+    _write_json(run_dir / "config.json", config)
+    log(f"run folder: {run_dir}" + (f" (resuming after epoch {epochs_done})" if resume else ""))
+
+    start = time.time()
+    with keras.device(device_name):
+        net = models.create_model(model, info.image_shape, info.num_classes)
+        schedule = make_lr_schedule(lr_schedule, peak_lr, steps_per_epoch, epochs)
+        net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay),
+                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        try:
+            net.fit(ds.train, validation_data=ds.val, epochs=epochs, verbose=verbose, shuffle=False,
+                    callbacks=_callbacks(run_dir, monitor, best, list(callbacks)))
+        except KeyboardInterrupt:
+            log(f"\nInterrupted. The last completed epoch is saved in {run_dir}; "
+                "re-run the same command to resume.")
+            raise
+        fit_seconds = time.time() - start
+        history = read_history(history_path)
+        if history and not all(math.isfinite(r.get("loss", 0.0)) for r in history):
+            raise FloatingPointError(f"training diverged (NaN/Inf loss); last good model: {run_dir}")
+        best_model = keras.saving.load_model(run_dir / "model.keras")
+        test_loss, test_accuracy = best_model.evaluate(ds.test, verbose=0)
+
+    best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
+    metrics = {
+        "test_accuracy": float(test_accuracy),
+        "test_loss": float(test_loss),
+        "test_examples": info.num_test,
+        "best_epoch": int(best_row.get("epoch", -1)) + 1,
+        f"best_{monitor}": best_row.get(monitor),
+        "epochs": len(history),
+        "fit_seconds_this_call": round(fit_seconds, 1),
+    }
+    _write_json(run_dir / "metrics.json", metrics)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
+    log(format_results(history, metrics, monitor))
+    return TrainResult(run_dir=run_dir, metrics=metrics, history=history,
+                       resumed_from_epoch=epochs_done)
+
+
+def _validate(s: dict) -> None:
+    if s["epochs"] < 1:
+        raise ValueError(f"epochs must be >= 1. Received: epochs={s['epochs']}")
+    if s["batch_size"] < 1:
+        raise ValueError(f"batch_size must be >= 1. Received: batch_size={s['batch_size']}")
+    if s["lr"] is not None and not (0 < s["lr"] < 10):
+        raise ValueError(f"lr must be in (0, 10). Received: lr={s['lr']}")
+    if s["optimizer"] not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer; valid: {', '.join(OPTIMIZERS)}. Received: optimizer={s['optimizer']!r}")
+    if s["lr_schedule"] not in LR_SCHEDULES:
+        raise ValueError(f"Unknown lr_schedule; valid: {', '.join(LR_SCHEDULES)}. "
+                         f"Received: lr_schedule={s['lr_schedule']!r}")
+    if not 0.0 <= s["val_split"] <= 0.5:
+        raise ValueError(f"val_split must be in [0, 0.5]. Received: val_split={s['val_split']}")
+    if s["weight_decay"] < 0:
+        raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={s['weight_decay']}")
+
+
+def format_results(history: list[dict], metrics: dict, monitor: str = "val_accuracy") -> str:
+    """A compact per-epoch results table and the final test figures."""
+    cols = [("epoch", "epoch", "5d"), ("loss", "loss", "8.4f"), ("accuracy", "acc", "7.4f"),
+            ("val_loss", "val_loss", "8.4f"), ("val_accuracy", "val_acc", "7.4f"),
+            ("learning_rate", "lr", "9.2e")]
+    cols = [c for c in cols if not history or c[0] in history[0]]
+    lines = [" ".join(f"{title:>{int(fmt.split('.')[0].rstrip('d'))}}" for _, title, fmt in cols)]
+    for row in history:
+        lines.append(" ".join(format(row[key] + (key == "epoch"), fmt) for key, _, fmt in cols))
+    lines.append(f"test accuracy {metrics['test_accuracy']:.4f} | test loss {metrics['test_loss']:.4f} | "
+                 f"best epoch {metrics['best_epoch']} by {monitor}")
+    return "\n".join(lines)

@@ -1,0 +1,65 @@
+"""Shared fixtures: tiny prepared TFDS datasets from generated arrays, and the real data when present."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "torch")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def find_real_data_dir(name="mnist"):
+    """A TFDS data_dir holding a prepared ``name``: $TFDS_DATA_DIR or ../shared/tfds, else None."""
+    for candidate in (os.environ.get("TFDS_DATA_DIR"), REPO.parent / "shared" / "tfds"):
+        if candidate and list(Path(candidate).glob(f"{name}/*/dataset_info.json")):
+            return str(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def real_data_dir():
+    path = find_real_data_dir("mnist")
+    if path is None:
+        pytest.skip("no prepared TFDS data: set TFDS_DATA_DIR or put it at ../shared/tfds")
+    return path
+
+
+def _store(data_dir, name, version, shape, class_names, sizes, seed=0, with_id=False):
+    """Prepare a random dataset with the features TFDS' registered builder ``name`` decodes."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(seed)
+
+    def examples(split, n):
+        ex = {"image": rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+              "label": rng.integers(0, len(class_names), n)}
+        if with_id:
+            ex["id"] = [f"{split}_{i:05d}" for i in range(n)]
+        return tf.data.Dataset.from_tensor_slices(ex)
+
+    splits = {split: examples(split, n) for split, n in sizes.items()}
+    spec = {"image": tfds.features.Image(shape=shape),
+            "label": tfds.features.ClassLabel(names=class_names)}
+    if with_id:
+        spec["id"] = tfds.features.Text()
+    features = tfds.features.FeaturesDict(spec)
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name, version=version, features=features, split_datasets=splits, data_dir=str(data_dir)
+    )
+
+
+@pytest.fixture(scope="session")
+def fake_data_dir(tmp_path_factory):
+    """A TFDS data_dir with tiny random ``mnist`` (28x28x1) and ``cifar10`` (32x32x3), prepared by TFDS itself."""
+    data_dir = tmp_path_factory.mktemp("tfds")
+    _store(data_dir, "mnist", "3.0.1", (28, 28, 1), [str(i) for i in range(10)],
+           {"train": 96, "test": 32})
+    _store(data_dir, "cifar10", "3.0.2", (32, 32, 3),
+           ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+           {"train": 64, "test": 32}, seed=1, with_id=True)
+    return str(data_dir)

@@ -1,0 +1,78 @@
+"""Input pipelines: split slicing, tf.data shapes and dtypes, augmentation, the no-data error."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from kcnn import data
+
+
+def test_split_names_hold_out_the_last_fraction():
+    assert data.split_names(60_000, 0.1) == ("train[:54000]", "train[54000:]", 6_000)
+    assert data.split_names(50_000, 0.0) == ("train", None, 0)
+    with pytest.raises(ValueError, match=r"val_split must be in \[0, 0.5\]. Received: val_split=0.6"):
+        data.split_names(100, 0.6)
+
+
+@pytest.mark.parametrize("name, shape, policy", [
+    ("cifar10", (32, 32, 3), "crop_flip"),
+    ("mnist", (28, 28, 1), "affine"),
+    ("mnist", (28, 28, 1), "none"),
+])
+def test_pipeline_on_mock_data_gives_uint8_batches(name, shape, policy):
+    with tfds.testing.mock_data(num_examples=20):
+        ds = tfds.load(name, split="train", as_supervised=True)
+        batches = list(data.make_pipeline(ds, batch_size=8, training=True, seed=1,
+                                          augmentation=data.make_augmentation(policy, seed=1)))
+    assert [int(x.shape[0]) for x, _ in batches] == [8, 8, 4]
+    for images, labels in batches:
+        assert tuple(images.shape[1:]) == shape
+        assert images.dtype.name == "uint8"
+        assert labels.dtype.name == "int64"
+
+
+def test_augmentation_changes_images_per_example():
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("float32")
+    out = data.make_augmentation("crop_flip", seed=3)(tf.constant(images), training=True).numpy()
+    assert out.shape == images.shape
+    changed = [not np.array_equal(out[i], images[i]) for i in range(16)]
+    assert 0 < sum(changed)  # something moved
+    # pad-4 crop: a shifted image keeps its pixel values (nearest), zeros fill the border
+    assert set(np.unique(out)) <= set(np.unique(images)) | {0.0}
+
+
+def test_unknown_augmentation_policy():
+    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, crop_flip, affine. "
+                                         r"Received: policy='cutmix'"):
+        data.make_augmentation("cutmix")
+
+
+def test_missing_data_names_the_dataset_and_both_ways_out(tmp_path):
+    with pytest.raises(data.DataNotFoundError) as err:
+        data.load_info("mnist", data_dir=str(tmp_path))
+    message = str(err.value)
+    assert "'mnist'" in message and str(tmp_path) in message
+    assert "TFDS_DATA_DIR" in message and "--data-dir" in message
+
+
+def test_unknown_dataset_name(tmp_path):
+    with pytest.raises(ValueError, match="Unknown dataset 'mnits'"):
+        data.load_info("mnits", data_dir=str(tmp_path))
+
+
+def test_load_datasets_on_a_prepared_copy(fake_data_dir):
+    ds = data.load_datasets("cifar10", data_dir=fake_data_dir, batch_size=16, val_split=0.25)
+    assert ds.info.class_names[0] == "airplane" and ds.info.num_classes == 10
+    assert (ds.num_train, ds.num_val) == (48, 16)
+    assert sum(int(x.shape[0]) for x, _ in ds.train) == 48
+    assert sum(int(x.shape[0]) for x, _ in ds.val) == 16
+    assert sum(int(x.shape[0]) for x, _ in ds.test) == 32
+
+
+@pytest.mark.realdata
+def test_real_metadata(real_data_dir):
+    info = data.load_info("mnist", real_data_dir)
+    assert (info.num_train, info.num_test, info.image_shape) == (60_000, 10_000, (28, 28, 1))
+    assert info.class_names == tuple(str(i) for i in range(10))

@@ -1,0 +1,141 @@
+"""`kcnn train` and kcnn.train: run folders, resume, errors; one real-data accuracy check."""
+
+import json
+import subprocess
+import sys
+
+import keras
+import pytest
+from click.testing import CliRunner
+
+from kcnn.cli import main
+from kcnn.training import read_history, train
+
+FAST = ["--model", "net24k", "--batch-size", "16", "--val-split", "0.25"]
+
+
+def run_cli(*args):
+    return CliRunner().invoke(main, list(args))
+
+
+def test_cli_train_writes_the_run_folder(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "mnist", "--epochs", "2", "--data-dir", fake_data_dir,
+                     "--output", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    assert "backend torch | device cpu" in result.output
+    assert {"model.keras", "history.csv", "config.json", "metrics.json"} <= {p.name for p in out.iterdir()}
+    assert not (out / "backup").exists()
+    assert [r["epoch"] for r in read_history(out / "history.csv")] == [0, 1]
+    config = json.loads((out / "config.json").read_text())
+    assert config["settings"]["epochs"] == 2 and config["resolved"]["num_train"] == 72
+    assert config["versions"]["keras"] == keras.__version__
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_examples"] == 32
+    assert f"test accuracy {metrics['test_accuracy']:.4f}" in result.output
+    model = keras.saving.load_model(out / "model.keras")
+    assert model.output.shape == (None, 10)
+
+
+def test_default_run_folders_are_numbered(fake_data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for expected in ("mnist-net24k-1", "mnist-net24k-2"):
+        result = run_cli("train", "mnist", "--epochs", "1", "--data-dir", fake_data_dir, *FAST)
+        assert result.exit_code == 0, result.output
+        assert (tmp_path / "runs" / expected / "metrics.json").exists()
+
+
+class InterruptAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_where_it_stopped(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    kwargs = dict(model="net24k", epochs=3, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
+                  output=str(out), verbose=0)
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        train("mnist", callbacks=[InterruptAt(2)], log=lines.append, **kwargs)
+    assert "re-run the same command to resume" in lines[-1]
+    assert [r["epoch"] for r in read_history(out / "history.csv")] == [0, 1]
+    assert (out / "model.keras").exists() and not (out / "metrics.json").exists()
+
+    result = train("mnist", log=lines.append, **kwargs)
+    assert result.resumed_from_epoch == 2
+    assert [r["epoch"] for r in result.history] == [0, 1, 2]
+    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+
+
+def test_finished_or_foreign_run_folder_is_refused(fake_data_dir, tmp_path):
+    out = str(tmp_path / "run")
+    assert run_cli("train", "mnist", "--epochs", "1", "--data-dir", fake_data_dir, "--output", out,
+                   *FAST).exit_code == 0
+    again = run_cli("train", "mnist", "--epochs", "1", "--data-dir", fake_data_dir, "--output", out, *FAST)
+    assert again.exit_code == 2
+    assert "already holds a finished run" in again.output and "--overwrite" in again.output
+    other = run_cli("train", "mnist", "--epochs", "2", "--data-dir", fake_data_dir, "--output", out, *FAST)
+    assert other.exit_code == 2 and "holds a run with other settings" in other.output
+    redo = run_cli("train", "mnist", "--epochs", "2", "--data-dir", fake_data_dir, "--output", out,
+                   "--overwrite", *FAST)
+    assert redo.exit_code == 0, redo.output
+
+
+def test_no_data_is_one_clear_line(tmp_path):
+    result = run_cli("train", "mnist", "--data-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "r"))
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: Dataset 'mnist' is not prepared")
+    assert "TFDS_DATA_DIR" in lines[0] and "--data-dir" in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "cnn4"], "Unknown model 'cnn4'; valid models: cnn2, cnn2_simple, cnn3, net24k. Did you mean 'cnn3'?"),
+    (["--device", "gpu"], "'gpu' is not one of auto, cpu, cuda, cuda:N"),
+    (["--epochs", "0"], "0 is not in the range x>=1"),
+    (["--optimizer", "rmsprop"], "'rmsprop' is not one of 'adam', 'sgd'"),
+    (["--val-split", "0.9"], "0.9 is not in the range 0<=x<=0.5"),
+])
+def test_bad_arguments_exit_2_with_one_message(fake_data_dir, tmp_path, args, message):
+    result = run_cli("train", "mnist", "--data-dir", fake_data_dir, "--output", str(tmp_path / "r"), *args)
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cuda_request_without_cuda_is_an_error(fake_data_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = run_cli("train", "mnist", "--device", "cuda", "--data-dir", fake_data_dir,
+                     "--output", str(tmp_path / "r"))
+    assert result.exit_code == 2
+    assert "device 'cuda' was requested but torch" in result.output and "sees no CUDA device" in result.output
+
+
+def test_help_imports_no_heavy_library():
+    code = ("import sys; from click.testing import CliRunner; from kcnn.cli import main; "
+            "r = CliRunner().invoke(main, ['train', '--help']); assert r.exit_code == 0; "
+            "print(sorted(m for m in ('keras', 'torch', 'tensorflow', 'matplotlib') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_python_dash_m_runs_the_cli():
+    out = subprocess.run([sys.executable, "-m", "kcnn", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("kcnn, version ")
+
+
+@pytest.mark.realdata
+def test_net24k_reaches_97_percent_on_real_mnist_in_one_epoch(real_data_dir, tmp_path):
+    result = train("mnist", model="net24k", epochs=1, augment=False, data_dir=real_data_dir,
+                   output=str(tmp_path / "run"), verbose=0, log=lambda line: None)
+    assert result.metrics["test_examples"] == 10_000
+    assert result.metrics["test_accuracy"] >= 0.97, result.metrics
