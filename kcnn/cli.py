@@ -32,7 +32,7 @@ def _device_option(f):
 
 def _run(fn, verbose: bool):
     """Run a command body: one-line errors (exit 2 for bad input, 1 otherwise), 130 on Ctrl-C."""
-    from kcnn.data import DataNotFoundError
+    from kcnn.data import DataNotFoundError  # light: kcnn.data imports TensorFlow lazily
 
     try:
         return fn()
@@ -111,6 +111,114 @@ def train(dataset, model, epochs, batch_size, lr, optimizer, lr_schedule, weight
                  log=lambda line: click.echo(line))
 
     _run(body, verbose)
+
+
+PREDICT_HELP = """Classify images with the shipped models or --model FILE.keras.
+
+PATHS are image files, folders (searched recursively by image extension) or
+glob patterns. With no --model, every model in saved_models/ answers: one line
+per image per model.
+
+\b
+How an image is brought to the model's input:
+- PIL reads it (PNG, JPEG, BMP, GIF, WebP, TIFF); EXIF orientation applied;
+  above 50 Mpx it is refused (decompression-bomb guard).
+- Transparency is composited on white; 16-bit gray is scaled by its range.
+- Colour models (CIFAR): RGB, centre-cropped to square, resized to 32x32.
+- Digit models (MNIST): made like MNIST itself: ink light on dark (inverted
+  if the background is light), cropped to the ink, scaled to fit 20x20
+  keeping aspect, placed in 28x28 by centre of mass. 28x28 images on a dark
+  background pass unchanged.
+- Other gray models (Fashion-MNIST): gray, inverted if the background is
+  light, fitted into 28x28 keeping aspect.
+
+Exit status 1 if any input failed (each failure: one line on stderr).
+"""
+
+
+@main.command(help=PREDICT_HELP)
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--model", "model_files", multiple=True, metavar="FILE.keras",
+              help="Model file (repeatable) [default: every shipped model].")
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Classes listed per image.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table",
+              show_default=True, help="Output format on stdout.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Images read and predicted at a time.")
+@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def predict(paths, model_files, top_k, fmt, batch_size, verbose):
+    failures = []
+
+    def body():
+        from kcnn.images import find_images
+        from kcnn.prediction import load_classifier, predict as predict_fn, shipped_models
+
+        files = model_files or shipped_models()
+        classifiers = [load_classifier(f) for f in files] if files else None
+        found, _ = find_images(paths)
+
+        def on_error(message):
+            failures.append(message)
+            click.echo(f"Error: {message}", err=True)
+
+        if len(found) > batch_size:
+            with click.progressbar(length=len(found), label="predicting", file=sys.stderr) as bar:
+                results = predict_fn(list(paths), classifiers, top_k=top_k, batch_size=batch_size,
+                                     progress=bar.update, on_error=on_error)
+        else:
+            results = predict_fn(list(paths), classifiers, top_k=top_k, batch_size=batch_size,
+                                 on_error=on_error)
+        click.echo(format_predictions(results, fmt, top_k), nl=False)
+
+    _run(body, verbose)
+    if failures:
+        sys.exit(1)
+
+
+def format_predictions(results: list, fmt: str, top_k: int = 1) -> str:
+    """Render predict() results as an aligned table, one JSON array, or CSV."""
+    if fmt == "json":
+        import json
+
+        return json.dumps(results, indent=2) + "\n"
+    topk = lambda r: "; ".join(f"{t['label']} {t['probability']:.4f}" for t in r["top_k"])  # noqa: E731
+    if fmt == "csv":
+        import csv
+        import io
+
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["path", "model", "label", "probability"] + (["top_k"] if top_k > 1 else []))
+        for r in results:
+            writer.writerow([r["path"], r["model"], r["label"], f"{r['probability']:.6f}"]
+                            + ([topk(r)] if top_k > 1 else []))
+        return buf.getvalue()
+    if not results:
+        return ""
+    rows = [["path", "model", "label", "probability"] + ([f"top-{top_k}"] if top_k > 1 else [])]
+    rows += [[r["path"], r["model"], r["label"], f"{r['probability']:.4f}"] + ([topk(r)] if top_k > 1 else [])
+             for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in rows)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("dest", type=click.Path(dir_okay=False))
+def export(run_dir, dest):
+    """Export a finished run as DEST.keras (no optimizer state) plus DEST.json, its model card."""
+
+    def body():
+        from kcnn.export import export_run
+
+        try:
+            for path in export_run(run_dir, dest):
+                click.echo(f"wrote {path}")
+        except FileNotFoundError as e:
+            raise ValueError(str(e)) from None
+
+    _run(body, False)
 
 
 @main.command()

@@ -354,7 +354,9 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     log(f"run folder: {run_dir}" + (f" (resuming after epoch {epochs_done})" if resume else ""))
 
     start = time.time()
-    with keras.device(device_name):
+    # Keras' torch backend takes "cuda:N"; tensorflow and jax call the same device "gpu:N".
+    keras_device = device_name if keras.backend.backend() == "torch" else device_name.replace("cuda", "gpu")
+    with keras.device(keras_device):
         net = models.create_model(model, info.image_shape, info.num_classes)
         schedule = make_lr_schedule(lr_schedule, peak_lr, steps_per_epoch, epochs)
         net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay),

@@ -1,0 +1,74 @@
+"""`.keras` files work in plain Keras under every backend, and kcnn trains under TensorFlow too."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kcnn.prediction import shipped_models
+
+BACKENDS = ["torch", "tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
+
+# Runs in a fresh interpreter that never imports kcnn.
+PLAIN_KERAS = """
+import sys, numpy as np, keras
+model = keras.saving.load_model(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+print(keras.backend.backend())
+"""
+
+
+def plain_env(backend):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="2", JAX_PLATFORMS="cpu")
+    return env
+
+
+def models_to_check(tmp_path):
+    import keras
+
+    from kcnn.models import create_model
+
+    keras.utils.set_random_seed(7)
+    built = create_model("cnn3", (28, 28, 1), 10)  # Resizing + gray-to-RGB inside
+    built.save(tmp_path / "cnn3_mnist.keras")
+    return [tmp_path / "cnn3_mnist.keras"] + shipped_models()
+
+
+def test_keras_files_agree_under_every_backend(tmp_path):
+    if len(BACKENDS) < 2:
+        pytest.skip("only one Keras backend installed")
+    for model_path in models_to_check(tmp_path):
+        import json
+
+        card = model_path.with_suffix(".json")
+        shape = (json.loads(card.read_text())["input"]["shape"][1:] if card.exists() else [28, 28, 1])
+        x = np.random.default_rng(0).integers(0, 256, (8, *shape), dtype=np.uint8)
+        np.save(tmp_path / "x.npy", x)
+        outputs = {}
+        for backend in BACKENDS:
+            out = tmp_path / f"{model_path.stem}-{backend}.npy"
+            proc = subprocess.run([sys.executable, "-c", PLAIN_KERAS, str(model_path), str(tmp_path / "x.npy"),
+                                   str(out)], capture_output=True, text=True, env=plain_env(backend),
+                                  cwd=tmp_path)
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert proc.stdout.strip().splitlines()[-1] == backend
+            outputs[backend] = np.load(out)
+        for backend, probs in outputs.items():
+            assert probs.shape == (8, 10)
+            diff = float(np.abs(probs - outputs["torch"]).max())
+            assert diff <= 1e-4, f"{model_path.name}: {backend} vs torch differ by {diff}"
+
+
+def test_one_epoch_trains_under_the_tensorflow_backend(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "kcnn", "train", "mnist", "--model", "net24k", "--epochs", "1",
+                           "--batch-size", "16", "--data-dir", fake_data_dir, "--output", str(out)],
+                          capture_output=True, text=True, env=plain_env("tensorflow"))
+    assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-3000:]
+    assert "backend tensorflow" in proc.stdout
+    assert (Path(out) / "metrics.json").exists()
