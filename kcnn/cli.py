@@ -11,11 +11,7 @@ import sys
 import click
 
 import kcnn
-
-# Kept here, not imported from kcnn.training, so --help imports no Keras.
-OPTIMIZERS = ("adam", "sgd")
-LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
-AUGMENTATIONS = ("default", "none", "crop_flip", "affine")
+from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS  # stdlib-only at import time
 
 
 def _device_option(f):
@@ -63,24 +59,25 @@ def main():
 
 @main.command()
 @click.argument("dataset")
-@click.option("--model", default="cnn3", show_default=True,
+@click.option("--model", default=DEFAULTS["model"], show_default=True,
               help="Architecture: cnn3 (seed 3-conv CNN), cnn2, cnn2_simple, net24k.")
-@click.option("--epochs", type=click.IntRange(min=1), default=15, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS["epochs"], show_default=True,
               help="Passes over the training split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Images per optimizer step.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"],
+              show_default=True, help="Images per optimizer step.")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
               help="Peak learning rate [default: adam 2e-3, sgd 0.05].")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adam", show_default=True,
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS["optimizer"], show_default=True,
               help="adam, or sgd with Nesterov momentum 0.9.")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default="onecycle",
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DEFAULTS["lr_schedule"],
               show_default=True, help="Learning-rate schedule, per step.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS["weight_decay"],
+              show_default=True,
               help="Decoupled weight decay.")
 @click.option("--augment/--no-augment", default=True, show_default=True,
               help="Dataset's default augmentation (CIFAR: pad-4 crop + flip; digits: small affine).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Global random seed.")
-@click.option("--val-split", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
+@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
+@click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
               help="Fraction of the train split held out for validation.")
 @_device_option
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
@@ -217,6 +214,173 @@ def export(run_dir, dest):
                 click.echo(f"wrote {path}")
         except FileNotFoundError as e:
             raise ValueError(str(e)) from None
+
+    _run(body, False)
+
+
+def _format_option(f):
+    return click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png",
+                        show_default=True, help="Figure format.")(f)
+
+
+def _models_or_shipped(model_files):
+    """Classifiers from the given files, else every shipped model; one-line error if none."""
+    from kcnn.prediction import ModelFileError, load_classifier, shipped_models
+
+    files = list(model_files) or shipped_models()
+    if not files:
+        raise ModelFileError("no model given and no shipped models found in saved_models/")
+    return [load_classifier(f) for f in files]
+
+
+def _split_models_and_images(args, model_files):
+    models = [a for a in args if a.endswith(".keras")]
+    images = [a for a in args if not a.endswith(".keras")]
+    return list(model_files) + models, images
+
+
+@main.command()
+@click.argument("model", metavar="MODEL.keras")
+@click.argument("dataset")
+@click.option("--split", default="test", show_default=True, help="TFDS split (slicing allowed, e.g. train[90%:]).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="TFDS data_dir [default: $TFDS_DATA_DIR].")
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Output folder [default: runs/evaluate/MODEL-DATASET-SPLIT].")
+@_format_option
+@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def evaluate(model, dataset, split, data_dir, output, fmt, verbose):
+    """Evaluate MODEL.keras on DATASET: accuracy, loss, top-5, per-class metrics, figures.
+
+    Writes evaluation.json, confusion_matrix, misclassified and predictions figures.
+    """
+
+    def body():
+        from kcnn.evaluation import evaluate as evaluate_fn
+
+        evaluate_fn(model, dataset, split=split, data_dir=data_dir, output=output, fmt=fmt,
+                    log=click.echo)
+
+    _run(body, verbose)
+
+
+@main.group()
+def viz():
+    """Figures: learned filters, feature maps, Grad-CAM, training curves."""
+
+
+@viz.command("filters")
+@click.argument("models", nargs=-1, metavar="[MODEL.keras]...")
+@click.option("--layer", default=None, help="Conv layer name or index [default: the first].")
+@click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
+@_format_option
+def viz_filters(models, layer, output, fmt):
+    """Grid of a conv layer's learned kernels (shipped models if no MODEL)."""
+
+    def body():
+        from pathlib import Path
+
+        import keras
+
+        from kcnn import figures
+        from kcnn.explain import find_conv_layer
+
+        for clf in _models_or_shipped(models):
+            conv = find_conv_layer(clf.model, layer)
+            kernel = keras.ops.convert_to_numpy(conv.kernel)
+            path = figures.plot_filters(kernel, Path(output) / f"filters_{clf.name}_{conv.name}.{fmt}",
+                                        title=f"{clf.name}: {conv.name} kernels {tuple(kernel.shape)}")
+            click.echo(f"wrote {path}")
+
+    _run(body, False)
+
+
+@viz.command("activations")
+@click.argument("args", nargs=-1, required=True, metavar="[MODEL.keras] IMAGE...")
+@click.option("--model", "model_files", multiple=True, metavar="FILE.keras", help="Model file (repeatable).")
+@click.option("--layer", default=None, help="Conv layer name or index, or 'all' [default: the first].")
+@click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
+@_format_option
+def viz_activations(args, model_files, layer, output, fmt):
+    """An image as the model sees it, beside every channel of a conv layer's feature maps."""
+
+    def body():
+        from pathlib import Path
+
+        from kcnn import figures
+        from kcnn.explain import conv_layers, feature_maps, find_conv_layer
+        from kcnn.images import read_image, to_model_input
+
+        model_paths, images = _split_models_and_images(args, model_files)
+        if not images:
+            raise click.UsageError("give at least one IMAGE")
+        for clf in _models_or_shipped(model_paths):
+            layers = conv_layers(clf.model) if layer == "all" else [find_conv_layer(clf.model, layer)]
+            for image_path in images:
+                x = to_model_input(read_image(image_path), clf.input_shape, clf.digit_style)
+                for conv in layers:
+                    seen, maps = feature_maps(clf.model, conv, x)
+                    name = f"activations_{clf.name}_{Path(image_path).stem}_{conv.name}.{fmt}"
+                    path = figures.plot_activations(seen, maps, Path(output) / name,
+                                                    title=f"{clf.name}: {conv.name} feature maps of {Path(image_path).name}")
+                    click.echo(f"wrote {path}")
+
+    _run(body, False)
+
+
+@viz.command("gradcam")
+@click.argument("args", nargs=-1, required=True, metavar="[MODEL.keras] IMAGE...")
+@click.option("--model", "model_files", multiple=True, metavar="FILE.keras", help="Model file (repeatable).")
+@click.option("--class", "class_name", default=None, help="Class to explain [default: the predicted one].")
+@click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
+@_format_option
+def viz_gradcam(args, model_files, class_name, output, fmt):
+    """Grad-CAM heatmap of the last conv layer, overlaid on the image (Selvaraju et al. 2017)."""
+
+    def body():
+        from pathlib import Path
+
+        from kcnn import figures
+        from kcnn.explain import gradcam
+        from kcnn.images import read_image, to_model_input
+
+        model_paths, images = _split_models_and_images(args, model_files)
+        if not images:
+            raise click.UsageError("give at least one IMAGE")
+        for clf in _models_or_shipped(model_paths):
+            if class_name is not None and class_name not in clf.class_names:
+                raise ValueError(f"{clf.path}: no class {class_name!r}; classes: {', '.join(clf.class_names)}")
+            wanted = None if class_name is None else clf.class_names.index(class_name)
+            for image_path in images:
+                x = to_model_input(read_image(image_path), clf.input_shape, clf.digit_style)
+                heatmap, index = gradcam(clf.model, x, wanted)
+                name = f"gradcam_{clf.name}_{Path(image_path).stem}.{fmt}"
+                path = figures.plot_gradcam(x, heatmap, Path(output) / name,
+                                            title=f"{clf.name}: Grad-CAM for {clf.class_names[index]!r} on {Path(image_path).name}")
+                click.echo(f"wrote {path}")
+
+    _run(body, False)
+
+
+@viz.command("history")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--output", type=click.Path(dir_okay=False), default=None,
+              help="Figure path [default: RUN_DIR/curves.FORMAT].")
+@_format_option
+def viz_history(run_dir, output, fmt):
+    """Redraw a run's training curves from its history.csv."""
+
+    def body():
+        from pathlib import Path
+
+        from kcnn import figures
+        from kcnn.training import read_history
+
+        rows = read_history(Path(run_dir) / "history.csv")
+        if not rows:
+            raise ValueError(f"{Path(run_dir) / 'history.csv'}: missing or empty")
+        path = figures.plot_history(rows, output or Path(run_dir) / f"curves.{fmt}", title=f"{Path(run_dir).name}")
+        click.echo(f"wrote {path}")
 
     _run(body, False)
 

@@ -8,6 +8,9 @@ A run folder holds:
 - ``config.json``: every setting used, the dataset version and library versions,
 - ``metrics.json``: ``test_accuracy`` and ``test_loss`` of ``model.keras`` on
   the test split, computed at the end,
+- ``curves.png``: loss, accuracy and learning rate per epoch,
+- ``evaluation/``: ``kcnn evaluate`` of ``model.keras`` on the test split
+  (evaluation.json, confusion matrix, misclassified and random predictions),
 - ``backup/``: ``BackupAndRestore`` state while the run is unfinished;
   re-running the same command resumes from the last completed epoch.
 """
@@ -372,8 +375,13 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         history = read_history(history_path)
         if history and not all(math.isfinite(r.get("loss", 0.0)) for r in history):
             raise FloatingPointError(f"training diverged (NaN/Inf loss); last good model: {run_dir}")
-        best_model = keras.saving.load_model(run_dir / "model.keras")
-        test_loss, test_accuracy = best_model.evaluate(ds.test, verbose=0)
+        from kcnn import figures
+        from kcnn.evaluation import evaluate
+
+        figures.plot_history(history, run_dir / "curves.png", title=f"{run_dir.name}: {model} on {dataset}")
+        evaluation = evaluate(run_dir / "model.keras", dataset, data_dir=data_dir,
+                              output=run_dir / "evaluation", log=lambda line: None)
+        test_loss, test_accuracy = evaluation["loss"], evaluation["accuracy"]
 
     best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
     metrics = {
@@ -397,8 +405,8 @@ def _validate(s: dict) -> None:
         raise ValueError(f"epochs must be >= 1. Received: epochs={s['epochs']}")
     if s["batch_size"] < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={s['batch_size']}")
-    if s["lr"] is not None and not (0 < s["lr"] < 10):
-        raise ValueError(f"lr must be in (0, 10). Received: lr={s['lr']}")
+    if s["lr"] is not None and not (0 < s["lr"] <= 10):
+        raise ValueError(f"lr must be in (0, 10]. Received: lr={s['lr']}")
     if s["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer; valid: {', '.join(OPTIMIZERS)}. Received: optimizer={s['optimizer']!r}")
     if s["lr_schedule"] not in LR_SCHEDULES:

@@ -1,0 +1,161 @@
+"""Evaluation: accuracy, loss, top-k, confusion matrix, per-class precision/recall/F1, figures.
+
+The metric functions are plain NumPy on ``(N,)`` int labels and ``(N, classes)``
+probabilities; :func:`evaluate` runs a model over a TFDS split and writes
+``evaluation.json`` and figures (the API of ``kcnn evaluate``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+#: Probabilities are clipped here before the log, as Keras' cross-entropy does.
+EPSILON = 1e-7
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """``(classes, classes)`` int64 counts; row = true class, column = predicted class."""
+    y_true, y_pred = np.asarray(y_true, np.int64), np.asarray(y_pred, np.int64)
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(
+        num_classes, num_classes)
+
+
+def per_class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 (0 where undefined) and support per class, from a confusion matrix."""
+    cm = np.asarray(cm, np.float64)
+    tp = np.diag(cm)
+    predicted, support = cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(tp), where=denom > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def top_k_accuracy(probs: np.ndarray, y_true, k: int) -> float:
+    """Fraction of rows whose true class is among the ``k`` most probable."""
+    top = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return float(np.mean(np.any(top == np.asarray(y_true)[:, None], axis=1)))
+
+
+def cross_entropy(probs: np.ndarray, y_true) -> float:
+    """Mean negative log-probability of the true class (natural log)."""
+    p = np.clip(probs[np.arange(len(probs)), np.asarray(y_true)], EPSILON, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
+def summarize(probs: np.ndarray, y_true, class_names) -> dict:
+    """All metrics of one prediction set, JSON-ready."""
+    y_true = np.asarray(y_true, np.int64)
+    y_pred = probs.argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, len(class_names))
+    per_class = per_class_metrics(cm)
+    result = {
+        "examples": int(len(y_true)),
+        "accuracy": float(np.mean(y_pred == y_true)),
+        "loss": cross_entropy(probs, y_true),
+        "per_class": {name: {key: (int(per_class[key][i]) if key == "support" else float(per_class[key][i]))
+                             for key in ("precision", "recall", "f1", "support")}
+                      for i, name in enumerate(class_names)},
+        "confusion_matrix": cm.tolist(),
+        "class_names": list(class_names),
+    }
+    if len(class_names) > 5:
+        result["top5_accuracy"] = top_k_accuracy(probs, y_true, 5)
+    return result
+
+
+def load_split_arrays(dataset: str, split: str = "test", data_dir: str | None = None):
+    """A whole TFDS split as NumPy: ``((N, H, W, C) uint8, (N,) int64)``, and its DatasetInfo."""
+    import tensorflow as tf
+
+    from kcnn import data
+
+    info = data.load_info(dataset, data_dir)
+    ds = data.load_split(dataset, split, data_dir).batch(1024).prefetch(tf.data.AUTOTUNE)
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64), info
+
+
+def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | None = None,
+             output: str | Path | None = None, fmt: str = "png", batch_size: int = 512,
+             seed: int = 0, log=print) -> dict:
+    """Evaluate a ``.keras`` classifier on a TFDS split and write ``evaluation.json`` and figures.
+
+    Figures: ``confusion_matrix`` (counts and row-normalised), ``misclassified``
+    (the most confidently wrong images), ``predictions`` (random images with
+    their predicted labels).
+
+    Returns:
+        The metrics dict written to ``evaluation.json``, plus ``"files"``: paths written.
+
+    Raises:
+        kcnn.prediction.ModelFileError: bad model file.
+        ValueError: the model's input shape or class count does not fit the dataset.
+        kcnn.data.DataNotFoundError: dataset not prepared.
+    """
+    from kcnn import figures
+    from kcnn.prediction import load_classifier
+
+    clf = load_classifier(model_path)
+    images, labels, info = load_split_arrays(dataset, split, data_dir)
+    if tuple(clf.input_shape) != tuple(info.image_shape) or len(clf.class_names) != info.num_classes:
+        raise ValueError(f"{clf.path}: model takes {clf.input_shape} images and outputs "
+                         f"{len(clf.class_names)} classes; {dataset} has {info.image_shape} images "
+                         f"and {info.num_classes} classes")
+    probs = clf.model.predict(images, batch_size=batch_size, verbose=0).astype(np.float64)
+    result = summarize(probs, labels, info.class_names)
+    result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version)
+    out = Path(output) if output is not None else Path("runs") / "evaluate" / f"{clf.name}-{dataset}-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(info.class_names)
+    files = [
+        figures.plot_confusion_matrix(np.asarray(result["confusion_matrix"]), names,
+                                      out / f"confusion_matrix.{fmt}", title=f"{clf.name} on {dataset} {split}"),
+        figures.plot_image_grid(*_most_confident_errors(images, labels, probs), names,
+                                out / f"misclassified.{fmt}", title="Most confident mistakes"),
+        figures.plot_image_grid(*_random_sample(images, labels, probs, seed), names,
+                                out / f"predictions.{fmt}", title="Random test predictions"),
+    ]
+    json_path = out / "evaluation.json"
+    tmp = json_path.with_name(f".{json_path.name}.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    os.replace(tmp, json_path)
+    files.insert(0, json_path)
+    log(format_summary(result))
+    for path in files:
+        log(f"wrote {path}")
+    result["files"] = [str(p) for p in files]
+    return result
+
+
+def _most_confident_errors(images, labels, probs, count: int = 25):
+    pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(pred != labels)
+    order = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:count]
+    return images[order], labels[order], probs[order]
+
+
+def _random_sample(images, labels, probs, seed: int, count: int = 25):
+    idx = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)), replace=False)
+    return images[idx], labels[idx], probs[idx]
+
+
+def format_summary(result: dict) -> str:
+    """Accuracy, loss, top-5 and a per-class table, for the terminal."""
+    head = f"accuracy {result['accuracy']:.4f} | loss {result['loss']:.4f}"
+    if "top5_accuracy" in result:
+        head += f" | top-5 accuracy {result['top5_accuracy']:.4f}"
+    width = max(len(n) for n in result["per_class"]) + 2
+    lines = [head + f" | {result['examples']} examples",
+             f"{'class':<{width}}precision  recall      f1  support"]
+    for name, m in result["per_class"].items():
+        lines.append(f"{name:<{width}}{m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['support']:8d}")
+    return "\n".join(lines)

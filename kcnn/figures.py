@@ -1,0 +1,202 @@
+"""Figures, headless: matplotlib ``Figure`` objects on the Agg canvas (no pyplot, no display).
+
+Every function writes one file (format from its suffix: png, svg or pdf) to a
+temporary name and renames it into place, and returns the path.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+FORMATS = ("png", "svg", "pdf")
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _save(fig, path) -> Path:
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"figure format must be one of {', '.join(FORMATS)}. Received: {path.name}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial.{fmt}")
+    fig.savefig(tmp, format=fmt, dpi=110)
+    os.replace(tmp, path)
+    return path
+
+
+def _show_image(ax, image: np.ndarray):
+    """Draw a ``(H, W, 1|3)`` image (uint8 0..255 or float 0..1) without axes."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255 if image.dtype == np.uint8 else 1)
+    else:
+        ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_history(rows: list[dict], path, title: str = "Training curves") -> Path:
+    """Loss and accuracy (train vs validation) per epoch, and the learning rate on a second panel."""
+    fig = _figure(13, 3.8)
+    axes = fig.subplots(1, 3)
+    epochs = [r["epoch"] + 1 for r in rows]
+    for ax, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy", "accuracy")):
+        ax.plot(epochs, [r[key] for r in rows], "o-", label=f"train {label}")
+        if rows and f"val_{key}" in rows[0]:
+            ax.plot(epochs, [r[f"val_{key}"] for r in rows], "s-", label=f"validation {label}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if rows and "learning_rate" in rows[0]:
+        axes[2].plot(epochs, [r["learning_rate"] for r in rows], "o-", color="tab:green")
+    axes[2].set_xlabel("epoch")
+    axes[2].set_ylabel("learning rate (end of epoch)")
+    axes[2].grid(alpha=0.3)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_confusion_matrix(cm: np.ndarray, class_names, path, title: str = "Confusion matrix") -> Path:
+    """Counts and row-normalised confusion matrices side by side, labelled by class name."""
+    n = len(class_names)
+    size = max(5.0, 0.45 * n + 2)
+    fig = _figure(2 * size + 1, size)
+    axes = fig.subplots(1, 2)
+    rows = cm.sum(axis=1, keepdims=True)
+    normalised = np.divide(cm, rows, out=np.zeros(cm.shape), where=rows > 0)
+    for ax, matrix, label, fmt in ((axes[0], cm, "count", "d"), (axes[1], normalised, "fraction of true class", ".2f")):
+        im = ax.imshow(matrix, cmap="Blues")
+        fig.colorbar(im, ax=ax, shrink=0.8, label=label)
+        ax.set_xticks(range(n), class_names, rotation=45 if n <= 20 else 90, ha="right", fontsize=8 if n <= 20 else 5)
+        ax.set_yticks(range(n), class_names, fontsize=8 if n <= 20 else 5)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        if n <= 20:
+            hi = matrix.max() if matrix.size else 0
+            for i in range(n):
+                for j in range(n):
+                    ax.text(j, i, format(matrix[i, j], fmt), ha="center", va="center", fontsize=7,
+                            color="white" if matrix[i, j] > hi / 2 else "black")
+    axes[0].set_title("counts")
+    axes[1].set_title("row-normalised")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_image_grid(images, labels, probs, class_names, path, title: str = "") -> Path:
+    """Images with true and predicted labels and the predicted probability (red when wrong)."""
+    count = len(images)
+    cols = min(5, max(count, 1))
+    rows = max(1, math.ceil(count / cols))
+    fig = _figure(2.3 * cols, 2.5 * rows)
+    axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, image, label, p in zip(axes, images, labels, probs):
+        pred = int(np.argmax(p))
+        _show_image(ax, image)
+        ax.axis("on")
+        ax.set_title(f"true {class_names[int(label)]}\npred {class_names[pred]} {p[pred]:.2f}", fontsize=8,
+                     color="tab:green" if pred == int(label) else "tab:red")
+    if count == 0:
+        axes[0].text(0.5, 0.5, "none", ha="center", va="center")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_filters(kernel: np.ndarray, path, title: str, max_filters: int = 64, max_inputs: int = 16) -> Path:
+    """Learned kernels of a conv layer, ``kernel`` shaped ``(kh, kw, in, out)``.
+
+    Three input channels (a first layer on RGB): each filter drawn as one colour
+    patch (min-max scaled per filter). Otherwise: one gray patch per (filter,
+    input channel), all on one symmetric colormap (±max|w|) with a colourbar.
+    """
+    kh, kw, cin, cout = kernel.shape
+    shown = min(cout, max_filters)
+    if cin == 3:
+        cols = min(8, shown)
+        rows = math.ceil(shown / cols)
+        fig = _figure(1.2 * cols + 0.5, 1.2 * rows + 0.8)
+        axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
+        for i, ax in enumerate(axes):
+            ax.axis("off")
+            if i < shown:
+                w = kernel[..., i]
+                ax.imshow((w - w.min()) / (np.ptp(w) or 1.0), interpolation="nearest")
+                ax.set_title(str(i), fontsize=7)
+    else:
+        inputs = min(cin, max_inputs)
+        shown = min(shown, 32)
+        fig = _figure(0.5 * inputs + 1.5, 0.5 * shown + 1.0)
+        axes = np.atleast_2d(fig.subplots(shown, inputs, squeeze=False))
+        limit = float(np.abs(kernel).max()) or 1.0
+        for r in range(shown):
+            for c in range(inputs):
+                ax = axes[r, c]
+                im = ax.imshow(kernel[:, :, c, r], cmap="RdBu_r", vmin=-limit, vmax=limit,
+                               interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if c == 0:
+                    ax.set_ylabel(str(r), fontsize=6, rotation=0, labelpad=8)
+                if r == 0:
+                    ax.set_title(f"in {c}", fontsize=6)
+        fig.colorbar(im, ax=axes, shrink=0.6, label="weight")
+        title += f" (filters 0-{shown - 1} of {cout}, inputs 0-{inputs - 1} of {cin})"
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_activations(seen: np.ndarray, maps: np.ndarray, path, title: str) -> Path:
+    """The input as the model sees it, beside every channel of a feature map ``(H, W, channels)``."""
+    channels = maps.shape[-1]
+    cols = min(16, channels)
+    rows = math.ceil(channels / cols)
+    fig = _figure(1.0 * cols + 3.2, max(3.0, 1.0 * rows + 0.8))
+    grid = fig.add_gridspec(rows, cols + 3)
+    ax = fig.add_subplot(grid[:, :3])
+    image = seen - seen.min()
+    image = image / (image.max() or 1.0)
+    _show_image(ax, image if image.shape[-1] in (1, 3) else image[..., :1])
+    ax.set_title("model input\n(after its own preprocessing)", fontsize=8)
+    for i in range(channels):
+        sub = fig.add_subplot(grid[i // cols, 3 + i % cols])
+        sub.imshow(maps[..., i], cmap="viridis")
+        sub.set_xticks([])
+        sub.set_yticks([])
+        sub.set_title(str(i), fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_gradcam(image: np.ndarray, heatmap: np.ndarray, path, title: str) -> Path:
+    """The image, the Grad-CAM heatmap (0..1), and the heatmap overlaid on the image."""
+    from matplotlib import colormaps
+
+    fig = _figure(10, 3.8)
+    axes = fig.subplots(1, 3)
+    base = image.astype(np.float64) / 255.0
+    if base.shape[-1] == 1:
+        base = np.repeat(base, 3, axis=-1)
+    colored = colormaps["jet"](heatmap)[..., :3]
+    _show_image(axes[0], image)
+    axes[0].set_title("image")
+    im = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1)
+    axes[1].set_xticks([])
+    axes[1].set_yticks([])
+    axes[1].set_title("Grad-CAM")
+    fig.colorbar(im, ax=axes[1], shrink=0.8)
+    _show_image(axes[2], np.clip(0.55 * base + 0.45 * colored, 0, 1))
+    axes[2].set_title("overlay")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
