@@ -29,12 +29,13 @@ def _device_option(f):
 def _run(fn, verbose: bool):
     """Run a command body: one-line errors (exit 2 for bad input, 1 otherwise), 130 on Ctrl-C."""
     from kcnn.data import DataNotFoundError  # light: kcnn.data imports TensorFlow lazily
+    from kcnn.training import TrainingDiverged
 
     try:
         return fn()
     except KeyboardInterrupt:
         sys.exit(130)
-    except DataNotFoundError as e:
+    except (DataNotFoundError, TrainingDiverged) as e:
         if verbose:
             raise
         click.echo(f"Error: {e}", err=True)

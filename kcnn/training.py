@@ -60,6 +60,10 @@ class RunFolderError(ValueError):
     """An output folder holds a different or finished run."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or Inf; the message names the epoch and step, and the kept checkpoint."""
+
+
 @dataclasses.dataclass
 class TrainResult:
     """What :func:`train` returns.
@@ -244,23 +248,46 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra):
             super().__init__(str(filepath.with_name(f".{filepath.stem}.partial.keras")), **kwargs)
 
         def on_epoch_end(self, epoch, logs=None):
-            super().on_epoch_end(epoch, logs)
+            if divergence.where is None:
+                super().on_epoch_end(epoch, logs)
             if os.path.exists(self.filepath):
                 os.replace(self.filepath, self.final_path)
 
+    class Divergence(keras.callbacks.TerminateOnNaN):
+        """``TerminateOnNaN`` that also records where the loss stopped being finite."""
+
+        where = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)) and self.where is None:
+                self.where = (self.epoch + 1, batch + 1)
+            super().on_batch_end(batch, logs)
+
+    class BackupUnlessDiverged(keras.callbacks.BackupAndRestore):
+        """``BackupAndRestore`` that never overwrites the last good backup with diverged weights."""
+
+        def on_epoch_end(self, epoch, logs=None):
+            if divergence.where is None:
+                super().on_epoch_end(epoch, logs)
+
+    divergence = Divergence()
     # Order matters: logs are filled (lr) before CSVLogger writes them, and the
     # backup is written last, so a crash in between leaves at most one extra
     # CSV row, which resume drops.
-    return [
+    return divergence, [
         *extra,
+        divergence,
         LearningRateLogger(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         AtomicModelCheckpoint(
             run_dir / "model.keras", monitor=monitor, mode="max", save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
-        keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
+        BackupUnlessDiverged(str(run_dir / "backup"), delete_checkpoint=False),
     ]
 
 
@@ -364,17 +391,22 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         schedule = make_lr_schedule(lr_schedule, peak_lr, steps_per_epoch, epochs)
         net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay),
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        divergence, fit_callbacks = _callbacks(run_dir, monitor, best, list(callbacks))
         try:
             net.fit(ds.train, validation_data=ds.val, epochs=epochs, verbose=verbose, shuffle=False,
-                    callbacks=_callbacks(run_dir, monitor, best, list(callbacks)))
+                    callbacks=fit_callbacks)
         except KeyboardInterrupt:
             log(f"\nInterrupted. The last completed epoch is saved in {run_dir}; "
                 "re-run the same command to resume.")
             raise
         fit_seconds = time.time() - start
+        if divergence.where is not None:
+            _truncate_history(history_path, divergence.where[0] - 1)
+            epoch, step = divergence.where
+            raise TrainingDiverged(
+                f"loss became NaN/Inf at epoch {epoch}, step {step}; training stopped. The last good "
+                f"checkpoint and backup are kept in {run_dir} (lower --lr and use --overwrite to retry)")
         history = read_history(history_path)
-        if history and not all(math.isfinite(r.get("loss", 0.0)) for r in history):
-            raise FloatingPointError(f"training diverged (NaN/Inf loss); last good model: {run_dir}")
         from kcnn import figures
         from kcnn.evaluation import evaluate
 

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from kcnn.cli import main
-from kcnn.training import read_history, train
+from kcnn.training import TrainingDiverged, read_history, train
 
 FAST = ["--model", "net24k", "--batch-size", "16", "--val-split", "0.25"]
 
@@ -139,3 +139,34 @@ def test_net24k_reaches_97_percent_on_real_mnist_in_one_epoch(real_data_dir, tmp
                    output=str(tmp_path / "run"), verbose=0, log=lambda line: None)
     assert result.metrics["test_examples"] == 10_000
     assert result.metrics["test_accuracy"] >= 0.97, result.metrics
+
+
+
+class PoisonWeights(keras.callbacks.Callback):
+    """Turns every weight into NaN before one step, as a diverging run does."""
+
+    def __init__(self, epoch, step):
+        super().__init__()
+        self.at = (epoch, step)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            for w in self.model.trainable_weights:
+                w.assign(keras.ops.full(w.shape, float("nan")))
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(fake_data_dir, tmp_path):
+    import numpy as np
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged) as err:
+        train("mnist", model="net24k", epochs=3, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
+              output=str(out), verbose=0, log=lambda line: None, callbacks=[PoisonWeights(1, 2)])
+    assert str(err.value).startswith("loss became NaN/Inf at epoch 2, step 3; training stopped.")
+    assert [r["epoch"] for r in read_history(out / "history.csv")] == [0]
+    assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1
+    model = keras.saving.load_model(out / "model.keras")
+    assert np.all(np.isfinite(model.predict(np.zeros((2, 28, 28, 1), np.uint8), verbose=0)))
