@@ -331,6 +331,8 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
             not available, out-of-range numbers).
         RunFolderError: ``output`` holds another or a finished run.
         kcnn.data.DataNotFoundError: the dataset is not prepared in the data_dir.
+        TrainingDiverged: the loss became NaN/Inf (last good checkpoint and backup kept).
+        KeyboardInterrupt: Ctrl-C; the last completed epoch is saved, re-running resumes.
     """
     from kcnn.device import resolve_device
 
@@ -343,8 +345,9 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
 
     import keras
 
-    from kcnn import data, models
+    from kcnn import data, figures, models
     from kcnn.device import runtime_versions
+    from kcnn.evaluation import evaluate
 
     models.check_model_name(model)
     info = data.load_info(dataset, data_dir)  # fails fast, before any folder is made
@@ -407,9 +410,6 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
                 f"loss became NaN/Inf at epoch {epoch}, step {step}; training stopped. The last good "
                 f"checkpoint and backup are kept in {run_dir} (lower --lr and use --overwrite to retry)")
         history = read_history(history_path)
-        from kcnn import figures
-        from kcnn.evaluation import evaluate
-
         figures.plot_history(history, run_dir / "curves.png", title=f"{run_dir.name}: {model} on {dataset}")
         evaluation = evaluate(run_dir / "model.keras", dataset, data_dir=data_dir,
                               output=run_dir / "evaluation", log=lambda line: None)
