@@ -234,10 +234,23 @@ def _models_or_shipped(model_files):
     return [load_classifier(f) for f in files]
 
 
-def _split_models_and_images(args, model_files):
-    models = [a for a in args if a.endswith(".keras")]
-    images = [a for a in args if not a.endswith(".keras")]
-    return list(model_files) + models, images
+def _model_inputs(args, model_files):
+    """Yield ``(classifier, image path, model input)`` for every model and IMAGE of a viz command.
+
+    MODEL.keras files may be given among the arguments or with --model; without
+    any, the shipped models are used.
+    """
+    from pathlib import Path
+
+    from kcnn.images import read_image, to_model_input
+
+    models = list(model_files) + [a for a in args if a.endswith(".keras")]
+    images = [Path(a) for a in args if not a.endswith(".keras")]
+    if not images:
+        raise click.UsageError("give at least one IMAGE")
+    for clf in _models_or_shipped(models):
+        for image in images:
+            yield clf, image, to_model_input(read_image(image), clf.input_shape, clf.digit_style)
 
 
 @main.command()
@@ -310,21 +323,15 @@ def viz_activations(args, model_files, layer, output, fmt):
 
         from kcnn import figures
         from kcnn.explain import conv_layers, feature_maps, find_conv_layer
-        from kcnn.images import read_image, to_model_input
 
-        model_paths, images = _split_models_and_images(args, model_files)
-        if not images:
-            raise click.UsageError("give at least one IMAGE")
-        for clf in _models_or_shipped(model_paths):
+        for clf, image, x in _model_inputs(args, model_files):
             layers = conv_layers(clf.model) if layer == "all" else [find_conv_layer(clf.model, layer)]
-            for image_path in images:
-                x = to_model_input(read_image(image_path), clf.input_shape, clf.digit_style)
-                for conv in layers:
-                    seen, maps = feature_maps(clf.model, conv, x)
-                    name = f"activations_{clf.name}_{Path(image_path).stem}_{conv.name}.{fmt}"
-                    path = figures.plot_activations(seen, maps, Path(output) / name,
-                                                    title=f"{clf.name}: {conv.name} feature maps of {Path(image_path).name}")
-                    click.echo(f"wrote {path}")
+            for conv in layers:
+                seen, maps = feature_maps(clf.model, conv, x)
+                path = figures.plot_activations(
+                    seen, maps, Path(output) / f"activations_{clf.name}_{image.stem}_{conv.name}.{fmt}",
+                    title=f"{clf.name}: {conv.name} feature maps of {image.name}")
+                click.echo(f"wrote {path}")
 
     _run(body, False)
 
@@ -343,22 +350,16 @@ def viz_gradcam(args, model_files, class_name, output, fmt):
 
         from kcnn import figures
         from kcnn.explain import gradcam
-        from kcnn.images import read_image, to_model_input
 
-        model_paths, images = _split_models_and_images(args, model_files)
-        if not images:
-            raise click.UsageError("give at least one IMAGE")
-        for clf in _models_or_shipped(model_paths):
+        for clf, image, x in _model_inputs(args, model_files):
             if class_name is not None and class_name not in clf.class_names:
                 raise ValueError(f"{clf.path}: no class {class_name!r}; classes: {', '.join(clf.class_names)}")
             wanted = None if class_name is None else clf.class_names.index(class_name)
-            for image_path in images:
-                x = to_model_input(read_image(image_path), clf.input_shape, clf.digit_style)
-                heatmap, index = gradcam(clf.model, x, wanted)
-                name = f"gradcam_{clf.name}_{Path(image_path).stem}.{fmt}"
-                path = figures.plot_gradcam(x, heatmap, Path(output) / name,
-                                            title=f"{clf.name}: Grad-CAM for {clf.class_names[index]!r} on {Path(image_path).name}")
-                click.echo(f"wrote {path}")
+            heatmap, index = gradcam(clf.model, x, wanted)
+            path = figures.plot_gradcam(
+                x, heatmap, Path(output) / f"gradcam_{clf.name}_{image.stem}.{fmt}",
+                title=f"{clf.name}: Grad-CAM for {clf.class_names[index]!r} on {image.name}")
+            click.echo(f"wrote {path}")
 
     _run(body, False)
 
