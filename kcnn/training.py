@@ -154,7 +154,9 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
         rows = list(csv.reader(f))
     if not rows:
         return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) < epochs_done]
+    header = rows[0]
+    kept = [header] + [r for r in rows[1:]  # drop a half-written last line too
+                       if len(r) == len(header) and r[0].isdigit() and int(r[0]) < epochs_done]
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", newline="") as f:
         csv.writer(f).writerows(kept)
@@ -287,7 +289,9 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra):
             run_dir / "model.keras", monitor=monitor, mode="max", save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
-        BackupUnlessDiverged(str(run_dir / "backup"), delete_checkpoint=False),
+        # double_checkpoint: Keras keeps the previous backup and falls back to it
+        # if the latest cannot be read (a crash or full disk while saving).
+        BackupUnlessDiverged(str(run_dir / "backup"), double_checkpoint=True, delete_checkpoint=False),
     ]
 
 

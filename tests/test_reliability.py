@@ -68,3 +68,62 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(fake_data_dir, tmp_path):
     assert f"The last completed epoch is saved in {out}; re-run the same command to resume." in output
     assert "Traceback" not in output
     assert backed_up_epochs(out) >= 1
+
+
+def test_failed_checkpoint_write_keeps_the_previous_model(fake_data_dir, tmp_path, monkeypatch):
+    import errno
+
+    import keras
+    import numpy as np
+
+    from kcnn.training import train
+
+    out = tmp_path / "run"
+    kwargs = dict(model="net24k", batch_size=16, val_split=0.25, data_dir=fake_data_dir, output=str(out),
+                  verbose=0, log=lambda line: None)
+    train("mnist", epochs=1, **kwargs)
+    good = (out / "model.keras").read_bytes()
+    (out / "metrics.json").unlink()
+    (out / "config.json").unlink()  # let a 2-epoch run reuse the folder
+
+    real_save = keras.Model.save
+
+    def full_disk(self, filepath, *args, **kw):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04 half")
+        raise OSError(errno.ENOSPC, "No space left on device", str(filepath))
+
+    monkeypatch.setattr(keras.Model, "save", full_disk)
+    with pytest.raises(OSError, match="No space left on device"):
+        train("mnist", epochs=2, **kwargs)
+    monkeypatch.setattr(keras.Model, "save", real_save)
+    assert (out / "model.keras").read_bytes() == good
+    model = keras.saving.load_model(out / "model.keras")
+    assert np.all(np.isfinite(model.predict(np.zeros((1, 28, 28, 1), np.uint8), verbose=0)))
+
+
+def test_backup_corrupted_while_saving_falls_back_to_the_previous_one(fake_data_dir, tmp_path):
+    import keras
+
+    from kcnn.training import train
+
+    class InterruptAt(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "run"
+    kwargs = dict(model="net24k", epochs=3, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
+                  output=str(out), verbose=0, log=lambda line: None)
+    with pytest.raises(KeyboardInterrupt):
+        train("mnist", callbacks=[InterruptAt()], **kwargs)
+    backup = out / "backup"
+    previous = sorted(p.name for p in backup.iterdir())
+    assert len(previous) == 4  # latest and previous weights and metadata
+    # A crash while writing epoch 2's weights: the weights file is garbage, metadata still says 1.
+    (backup / "latest.weights.h5").write_bytes(b"\x89HDF\r\n garbage")
+    meta = [p for p in backup.iterdir() if p.name.startswith("training_metadata") and p.name != "training_metadata.json"]
+    (backup / "training_metadata.json").write_text(meta[0].read_text())
+    result = train("mnist", **kwargs)
+    assert result.resumed_from_epoch == 1
+    assert [r["epoch"] for r in result.history] == [0, 1, 2]
