@@ -22,7 +22,7 @@ DEFAULT_VAL_SPLIT = 0.1
 #: Datasets kcnn documents and tests; other TFDS image datasets work too.
 KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 #: Augmentation policies by name.
-AUGMENTATIONS = ("none", "crop_flip", "affine")
+AUGMENTATIONS = ("none", "flip", "crop_flip", "affine")
 
 
 class DataNotFoundError(RuntimeError):
@@ -139,6 +139,7 @@ def make_augmentation(policy: str, seed: int | None = None):
             standard), as ``RandomTranslation(±4/32, fill 0, nearest)`` (a
             per-image integer shift with zero fill is exactly a crop from the
             zero-padded image) followed by ``RandomFlip("horizontal")``.
+        ``"flip"``: horizontal flip only.
         ``"affine"``: small rotation (±10°), shift (±10%) and zoom (±10%), no
             flips (digits and clothes are not mirror-symmetric).
         ``"none"``: returns ``None``.
@@ -155,7 +156,9 @@ def make_augmentation(policy: str, seed: int | None = None):
 
     if policy == "none":
         return None
-    if policy == "crop_flip":
+    if policy == "flip":
+        steps = [layers.RandomFlip("horizontal", seed=seed)]
+    elif policy == "crop_flip":
         steps = [
             layers.RandomTranslation(
                 4 / 32, 4 / 32, fill_mode="constant", interpolation="nearest", seed=seed

@@ -44,7 +44,7 @@ def test_augmentation_changes_images_per_example():
 
 
 def test_unknown_augmentation_policy():
-    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, crop_flip, affine. "
+    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, affine. "
                                          r"Received: policy='cutmix'"):
         data.make_augmentation("cutmix")
 

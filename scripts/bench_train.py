@@ -1,0 +1,211 @@
+"""Training speed: kcnn's real path against a plain PyTorch loop, on the same data, alternating.
+
+kcnn path: the TFDS pipeline with the dataset's default augmentation -> ``model.fit``
+with kcnn's own callbacks (CSV log, best checkpoint, backup, NaN guard).
+Reference: the same architecture in ``torch.nn`` (Conv2d/BatchNorm2d), ``torch.optim.Adam``,
+the same batch size, augmentation done in torch on in-memory uint8 tensors.
+Both run ``--steps`` steps per segment after a warm-up segment, alternating for
+``--rounds`` rounds; the script prints img/s, the ratio kcnn/reference, the input
+pipeline's own rate (``--pipeline``) and the peak RSS of this process.
+
+    TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/bench_train.py
+    TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/bench_train.py --case cifar10:cnn3 --steps 50 --rounds 2
+
+Targets (issue "Speed"): ratio >= 0.85 for cnn3 on CIFAR-10, >= 0.90 for net24k on MNIST,
+pipeline >= 5x the training rate.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+import kcnn  # noqa: F401  (sets KERAS_BACKEND=torch unless chosen)
+
+BATCH = 128  # images per step, kcnn's default
+LR = 2e-3  # Adam learning rate (constant in both paths)
+
+
+def torch_model(name: str, num_classes: int = 10):
+    """The registered architecture written in plain torch.nn (NCHW inside)."""
+    import torch
+    from torch import nn
+
+    class CNN3(nn.Module):
+        def __init__(self):
+            super().__init__()
+            blocks = []
+            for cin, cout, k in [(3, 32, 5), (32, 64, 3), (64, 128, 3)]:
+                blocks += [nn.Conv2d(cin, cout, k, padding=k // 2), nn.BatchNorm2d(cout, eps=1e-3, momentum=0.01),
+                           nn.ReLU(), nn.MaxPool2d(2)]
+            self.features = nn.Sequential(*blocks)
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(2048, 256), nn.ReLU(), nn.Dropout(0.5),
+                                      nn.Linear(256, num_classes))
+
+        def forward(self, x):  # (N, H, W, C) uint8
+            x = x.permute(0, 3, 1, 2).float() / 255.0
+            if x.shape[-1] != 32:
+                x = nn.functional.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False)
+            if x.shape[1] == 1:
+                x = x.repeat(1, 3, 1, 1)
+            return self.head(self.features(x))
+
+    class Net24k(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3), nn.ReLU(),
+                                      nn.Conv2d(16, 24, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                      nn.Linear(384, 50), nn.ReLU(), nn.Linear(50, num_classes))
+
+        def forward(self, x):
+            x = (x.permute(0, 3, 1, 2).float() / 255.0 - 0.1307) / 0.3081
+            return self.body(x)
+
+    return {"cnn3": CNN3, "net24k": Net24k}[name]()
+
+
+def torch_augment(x, policy: str, gen):
+    """The default policies in torch on a uint8 (N, H, W, C) batch."""
+    import torch
+    import torch.nn.functional as F
+
+    n, h, w, c = x.shape
+    if policy == "crop_flip":
+        padded = F.pad(x.permute(0, 3, 1, 2), (4, 4, 4, 4))
+        dy = torch.randint(0, 9, (n,), generator=gen)
+        dx = torch.randint(0, 9, (n,), generator=gen)
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+        flip = torch.rand(n, generator=gen) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
+        return out.permute(0, 2, 3, 1).contiguous()
+    if policy == "affine":
+        angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(10)
+        scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * 0.1
+        shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * 0.2  # 10% of the size, in [-1, 1] units
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+        grid = F.affine_grid(theta, (n, c, h, w), align_corners=False)
+        out = F.grid_sample(x.permute(0, 3, 1, 2).float(), grid, align_corners=False)
+        return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return x
+
+
+class TorchLoop:
+    """Plain PyTorch training on in-memory uint8 arrays."""
+
+    def __init__(self, name, images, labels, policy, seed=0):
+        import torch
+
+        torch.manual_seed(seed)
+        self.model = torch_model(name)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.images, self.labels = torch.from_numpy(images), torch.from_numpy(labels)
+        self.policy, self.gen = policy, torch.Generator().manual_seed(seed)
+        self.order, self.pos = torch.randperm(len(images), generator=self.gen), 0
+
+    def run(self, steps: int) -> float:
+        import torch
+
+        self.model.train()
+        start = time.perf_counter()
+        for _ in range(steps):
+            if self.pos + BATCH > len(self.order):
+                self.order, self.pos = torch.randperm(len(self.images), generator=self.gen), 0
+            idx = self.order[self.pos:self.pos + BATCH]
+            self.pos += BATCH
+            x = torch_augment(self.images[idx], self.policy, self.gen)
+            self.opt.zero_grad(set_to_none=True)
+            loss = self.loss(self.model(x), self.labels[idx])
+            loss.backward()
+            self.opt.step()
+        return steps * BATCH / (time.perf_counter() - start)
+
+
+class KcnnLoop:
+    """kcnn's path: TFDS pipeline with default augmentation, model.fit with kcnn's callbacks."""
+
+    def __init__(self, dataset, name, data_dir, seed=0):
+        import keras
+
+        from kcnn import data, models, training
+
+        keras.utils.set_random_seed(seed)
+        self.ds = data.load_datasets(dataset, data_dir=data_dir, batch_size=BATCH, augment=True, seed=seed)
+        self.train_iter = self.ds.train.repeat()
+        info = self.ds.info
+        self.model = models.create_model(name, info.image_shape, info.num_classes)
+        self.model.compile(optimizer=training.make_optimizer("adam", LR), loss="sparse_categorical_crossentropy",
+                           metrics=["accuracy"])
+        self.training, self.epoch = training, 0
+        self.tmp = Path(tempfile.mkdtemp(prefix="kcnn-bench-"))
+
+    def run(self, steps: int) -> float:
+        run_dir = self.tmp / f"segment{self.epoch}"
+        run_dir.mkdir()
+        _, callbacks = self.training._callbacks(run_dir, "accuracy", None, [])
+        start = time.perf_counter()
+        self.model.fit(self.train_iter, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=steps,
+                       callbacks=callbacks, verbose=0)
+        self.epoch += 1
+        return steps * BATCH / (time.perf_counter() - start)
+
+    def pipeline_rate(self, steps: int) -> float:
+        it = iter(self.train_iter)
+        next(it)
+        start = time.perf_counter()
+        for _ in range(steps):
+            next(it)
+        return steps * BATCH / (time.perf_counter() - start)
+
+
+@click.command()
+@click.option("--case", "cases", multiple=True, default=["cifar10:cnn3", "mnist:net24k"], show_default=True,
+              help="DATASET:MODEL to measure (repeatable).")
+@click.option("--steps", default=100, show_default=True, help="Steps per timed segment.")
+@click.option("--rounds", default=3, show_default=True, help="Alternating rounds (kcnn, reference) per case.")
+@click.option("--data-dir", default=None, help="TFDS data_dir [default: $TFDS_DATA_DIR].")
+@click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Also time the input pipeline alone.")
+def main(cases, steps, rounds, data_dir, pipeline):
+    import keras
+    import torch
+
+    from kcnn.evaluation import load_split_arrays
+
+    print(f"keras {keras.__version__} ({keras.backend.backend()}), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} torch threads, batch {BATCH}, {steps} steps x {rounds} rounds")
+    rows = []
+    for case in cases:
+        dataset, name = case.split(":")
+        kc = KcnnLoop(dataset, name, data_dir)
+        images, labels, info = load_split_arrays(dataset, f"train[:{kc.ds.num_train}]", data_dir)
+        from kcnn.data import default_augmentation
+
+        ref = TorchLoop(name, images, labels, default_augmentation(info))
+        kc.run(max(10, steps // 5))  # warm-up (also fills the tf.data cache)
+        ref.run(max(10, steps // 5))
+        k_rates, r_rates = [], []
+        for _ in range(rounds):
+            k_rates.append(kc.run(steps))
+            r_rates.append(ref.run(steps))
+        k, r = float(np.median(k_rates)), float(np.median(r_rates))
+        p = kc.pipeline_rate(steps * 2) if pipeline else float("nan")
+        rows.append((case, k, r, k / r, p, p / k))
+        print(f"{case}: kcnn {k:.0f} img/s {[round(v) for v in k_rates]}, reference {r:.0f} img/s "
+              f"{[round(v) for v in r_rates]}, pipeline {p:.0f} img/s", flush=True)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    print("\n| case | kcnn img/s | plain torch img/s | kcnn/torch | pipeline img/s | pipeline/kcnn |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for case, k, r, ratio, p, pr in rows:
+        print(f"| {case} | {k:.0f} | {r:.0f} | {ratio:.2f} | {p:.0f} | {pr:.1f}x |")
+    print(f"peak RSS of this process: {peak:.2f} GiB")
+
+
+if __name__ == "__main__":
+    main()
