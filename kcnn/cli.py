@@ -11,7 +11,7 @@ import sys
 import click
 
 import kcnn
-from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS  # stdlib-only at import time
+from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES  # stdlib-only at import time
 
 
 def _device_option(f):
@@ -66,17 +66,21 @@ def main():
               help="Passes over the training split.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"],
               show_default=True, help="Images per optimizer step.")
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
+              help="Training recipe: digits (Adam 2e-3 one-cycle, small affine augmentation) or cifar "
+                   "(SGD Nesterov 0.05 one-cycle, weight decay 5e-4, pad-4 crop + flip) "
+                   "[default: digits for gray datasets, cifar for colour ones].")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
-              help="Peak learning rate [default: adam 2e-3, sgd 0.05].")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=DEFAULTS["optimizer"], show_default=True,
-              help="adam, or sgd with Nesterov momentum 0.9.")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DEFAULTS["lr_schedule"],
-              show_default=True, help="Learning-rate schedule, per step.")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=DEFAULTS["weight_decay"],
-              show_default=True,
-              help="Decoupled weight decay.")
-@click.option("--augment/--no-augment", default=True, show_default=True,
-              help="Dataset's default augmentation (CIFAR: pad-4 crop + flip; digits: small affine).")
+              help="Peak learning rate [default: the recipe's].")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
+              help="adam, or sgd with Nesterov momentum 0.9 [default: the recipe's].")
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
+              help="Learning-rate schedule, per step [default: the recipe's].")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
+              help="Decoupled weight decay [default: the recipe's].")
+@click.option("--augment/--no-augment", default=None,
+              help="The dataset's augmentation (CIFAR: pad-4 crop + flip; digits: small affine) "
+                   "[default: the recipe's, on].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
               help="Fraction of the train split held out for validation.")
@@ -88,7 +92,7 @@ def main():
                    "with the same settings, which resumes].")
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def train(dataset, model, epochs, batch_size, lr, optimizer, lr_schedule, weight_decay, augment,
+def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule, weight_decay, augment,
           seed, val_split, device, data_dir, output, overwrite, verbose):
     """Train MODEL on the TFDS dataset DATASET (mnist, fashion_mnist, cifar10, cifar100).
 
@@ -102,7 +106,7 @@ def train(dataset, model, epochs, batch_size, lr, optimizer, lr_schedule, weight
     def body():
         from kcnn.training import train as train_fn
 
-        train_fn(dataset, model=model, epochs=epochs, batch_size=batch_size, lr=lr,
+        train_fn(dataset, model=model, epochs=epochs, batch_size=batch_size, recipe=recipe, lr=lr,
                  optimizer=optimizer, lr_schedule=lr_schedule, weight_decay=weight_decay,
                  augment=augment, seed=seed, val_split=val_split, device=device,
                  data_dir=data_dir, output=output, overwrite=overwrite,

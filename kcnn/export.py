@@ -66,7 +66,8 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
 
 def _command(s: dict) -> str:
     """The ``kcnn train`` command line equivalent to a run's settings."""
-    parts = ["kcnn", "train", s["dataset"], "--model", s["model"], "--epochs", str(s["epochs"]),
+    parts = ["kcnn", "train", s["dataset"]] + (["--recipe", s["recipe"]] if s.get("recipe") else [])
+    parts += ["--model", s["model"], "--epochs", str(s["epochs"]),
              "--batch-size", str(s["batch_size"]), "--optimizer", s["optimizer"],
              "--lr-schedule", s["lr_schedule"], "--val-split", str(s["val_split"]),
              "--seed", str(s["seed"])]

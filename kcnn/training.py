@@ -29,20 +29,25 @@ from pathlib import Path
 
 import kcnn
 
-#: Training hyperparameters and their defaults, in one place (airbench style).
+#: Training settings that do not depend on the dataset, in one place (airbench style).
 DEFAULTS = dict(
     model="cnn3",  # architecture name, see kcnn.models.list_models()
     epochs=15,  # passes over the training split
     batch_size=128,  # images per optimizer step
-    lr=None,  # peak learning rate; None = the optimizer's default below
-    optimizer="adam",  # adam | sgd (SGD: momentum 0.9, Nesterov)
-    lr_schedule="onecycle",  # constant | step | cosine | onecycle
-    weight_decay=0.0,  # decoupled weight decay per step, as a fraction of lr
     val_split=0.1,  # fraction of TFDS train held out for validation
-    augment=True,  # True = dataset default policy; False; or a policy name
     seed=0,  # seeds Python, NumPy, torch, TF, shuffling and augmentation
 )
-#: Peak learning rate when ``lr`` is None.
+#: Named training recipes: optimizer, peak learning rate, schedule, decoupled weight
+#: decay (per step, as a fraction of lr) and augmentation (True = the dataset's default
+#: policy). Without --recipe, gray datasets (MNIST, Fashion-MNIST) get "digits" and
+#: colour ones (CIFAR) get "cifar"; explicit options override single settings.
+RECIPES = {
+    # Adam, one-cycle to 2e-3, small affine augmentation.
+    "digits": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment=True),
+    # SGD with Nesterov momentum 0.9, one-cycle to 0.05, weight decay 5e-4, pad-4 crop + flip.
+    "cifar": dict(optimizer="sgd", lr=0.05, lr_schedule="onecycle", weight_decay=5e-4, augment=True),
+}
+#: Peak learning rate for an optimizer chosen over the recipe's, when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -52,6 +57,30 @@ ONECYCLE_WARMUP = 0.2
 STEP_BOUNDARIES, STEP_FACTOR = (0.5, 0.75), 0.1
 #: Settings that do not change what a run computes; they may differ on resume.
 _NOT_IDENTITY = ("device", "data_dir", "output", "verbose")
+
+
+def default_recipe(image_shape) -> str:
+    """``"cifar"`` for colour images, ``"digits"`` for gray ones."""
+    return "cifar" if image_shape[-1] == 3 else "digits"
+
+
+def resolve_recipe(image_shape, recipe: str | None = None, **overrides) -> dict:
+    """The recipe's settings with every non-None override applied, plus ``recipe``: its name.
+
+    An optimizer chosen over the recipe's, with no lr given, gets :data:`DEFAULT_LR`.
+
+    Raises:
+        ValueError: unknown recipe name.
+    """
+    name = recipe or default_recipe(image_shape)
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe; valid: {', '.join(RECIPES)}. Received: recipe={name!r}")
+    settings = dict(RECIPES[name], recipe=name)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("optimizer", settings["optimizer"]) != settings["optimizer"] and "lr" not in given:
+        given["lr"] = DEFAULT_LR.get(given["optimizer"], settings["lr"])
+    settings.update(given)
+    return settings
 
 RUNS_DIR = "runs"
 
@@ -296,12 +325,11 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra):
 
 
 def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULTS["epochs"],
-          batch_size: int = DEFAULTS["batch_size"], lr: float | None = DEFAULTS["lr"],
-          optimizer: str = DEFAULTS["optimizer"], lr_schedule: str = DEFAULTS["lr_schedule"],
-          weight_decay: float = DEFAULTS["weight_decay"], val_split: float = DEFAULTS["val_split"],
-          augment: bool | str = DEFAULTS["augment"], seed: int = DEFAULTS["seed"],
-          device: str = "auto", data_dir: str | None = None, output: str | None = None,
-          overwrite: bool = False, verbose: int | str = "auto", callbacks=(),
+          batch_size: int = DEFAULTS["batch_size"], recipe: str | None = None, lr: float | None = None,
+          optimizer: str | None = None, lr_schedule: str | None = None, weight_decay: float | None = None,
+          val_split: float = DEFAULTS["val_split"], augment: bool | str | None = None,
+          seed: int = DEFAULTS["seed"], device: str = "auto", data_dir: str | None = None,
+          output: str | None = None, overwrite: bool = False, verbose: int | str = "auto", callbacks=(),
           log=print) -> TrainResult:
     """Train a registered model on a TFDS dataset; the Python API of ``kcnn train``.
 
@@ -310,13 +338,16 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         model: architecture name from :func:`kcnn.models.list_models`.
         epochs: total epochs (a resumed run trains only the missing ones).
         batch_size: images per step.
-        lr: peak learning rate; None for the optimizer's default (:data:`DEFAULT_LR`).
-        optimizer: ``"adam"`` or ``"sgd"``.
+        recipe: a name of :data:`RECIPES`; None = :func:`default_recipe` of the dataset.
+            The four settings below default to the recipe's (None).
+        lr: peak learning rate.
+        optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.9).
         lr_schedule: one of :data:`LR_SCHEDULES`.
         weight_decay: decoupled weight decay (0 = off).
         val_split: fraction of the train split held out for validation (0 = none;
             the checkpoint then tracks training accuracy).
-        augment: True (dataset default), False, or a policy of :data:`kcnn.data.AUGMENTATIONS`.
+        augment: True (dataset default), False, or a policy of :data:`kcnn.data.AUGMENTATIONS`;
+            None = the recipe's.
         seed: global seed.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         data_dir: TFDS data_dir (None: ``TFDS_DATA_DIR`` or TFDS' default).
@@ -340,13 +371,6 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     """
     from kcnn.device import resolve_device
 
-    settings = dict(dataset=dataset, model=model, epochs=int(epochs), batch_size=int(batch_size),
-                    lr=lr, optimizer=optimizer, lr_schedule=lr_schedule,
-                    weight_decay=float(weight_decay), val_split=float(val_split), augment=augment,
-                    seed=int(seed), device=device, data_dir=data_dir)
-    _validate(settings)
-    device_name = resolve_device(device)
-
     import keras
 
     from kcnn import data, figures, models
@@ -355,12 +379,19 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
 
     models.check_model_name(model)
     info = data.load_info(dataset, data_dir)  # fails fast, before any folder is made
+    settings = dict(dataset=dataset, model=model, epochs=int(epochs), batch_size=int(batch_size),
+                    **resolve_recipe(info.image_shape, recipe, optimizer=optimizer, lr=lr,
+                                     lr_schedule=lr_schedule, weight_decay=weight_decay, augment=augment),
+                    val_split=float(val_split), seed=int(seed), device=device, data_dir=data_dir)
+    _validate(settings)
+    device_name = resolve_device(device)
     run_dir, resume = resolve_run_dir(settings, output, overwrite)
     versions = runtime_versions()
     log(f"kcnn {kcnn.__version__} | backend {keras.backend.backend()} | device {device_name} | "
         f"keras {versions['keras']} | torch {versions['torch']} | tensorflow {versions['tensorflow']}")
 
-    peak_lr = lr if lr is not None else DEFAULT_LR[optimizer]
+    optimizer, peak_lr, lr_schedule = settings["optimizer"], settings["lr"], settings["lr_schedule"]
+    weight_decay, augment = settings["weight_decay"], settings["augment"]
     keras.utils.set_random_seed(seed)
     ds = data.load_datasets(dataset, data_dir=data_dir, batch_size=batch_size, val_split=val_split,
                             augment=augment, seed=seed)
@@ -379,7 +410,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
 
     config = {
         "settings": settings,
-        "resolved": {"device": device_name, "lr": peak_lr, "steps_per_epoch": steps_per_epoch,
+        "resolved": {"device": device_name, "steps_per_epoch": steps_per_epoch,
                      "num_train": ds.num_train, "num_val": ds.num_val,
                      "augmentation": (data.default_augmentation(info) if augment is True
                                       else (augment or "none"))},
@@ -441,7 +472,7 @@ def _validate(s: dict) -> None:
         raise ValueError(f"epochs must be >= 1. Received: epochs={s['epochs']}")
     if s["batch_size"] < 1:
         raise ValueError(f"batch_size must be >= 1. Received: batch_size={s['batch_size']}")
-    if s["lr"] is not None and not (0 < s["lr"] <= 10):
+    if not (0 < s["lr"] <= 10):
         raise ValueError(f"lr must be in (0, 10]. Received: lr={s['lr']}")
     if s["optimizer"] not in OPTIMIZERS:
         raise ValueError(f"Unknown optimizer; valid: {', '.join(OPTIMIZERS)}. Received: optimizer={s['optimizer']!r}")

@@ -170,3 +170,26 @@ def test_divergence_stops_and_keeps_the_last_good_checkpoint(fake_data_dir, tmp_
     assert json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"] == 1
     model = keras.saving.load_model(out / "model.keras")
     assert np.all(np.isfinite(model.predict(np.zeros((2, 28, 28, 1), np.uint8), verbose=0)))
+
+
+def test_recipes_follow_the_dataset_and_options_override_them():
+    from kcnn.training import resolve_recipe
+
+    assert resolve_recipe((28, 28, 1)) == dict(recipe="digits", optimizer="adam", lr=2e-3, lr_schedule="onecycle",
+                                               weight_decay=0.0, augment=True)
+    cifar = resolve_recipe((32, 32, 3))
+    assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["weight_decay"]) == ("cifar", "sgd", 0.05, 5e-4)
+    assert resolve_recipe((32, 32, 3), lr=0.1, augment=False)["lr"] == 0.1
+    assert resolve_recipe((28, 28, 1), optimizer="sgd")["lr"] == 0.05  # the optimizer's own default
+    assert resolve_recipe((28, 28, 1), recipe="cifar")["optimizer"] == "sgd"
+    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, cifar. Received: recipe='fast'"):
+        resolve_recipe((28, 28, 1), recipe="fast")
+
+
+def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "cifar10", "--epochs", "1", "--data-dir", fake_data_dir, "--output", str(out),
+                     "--lr", "0.02", *FAST)
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["weight_decay"]) == ("cifar", "sgd", 0.02, 5e-4)
