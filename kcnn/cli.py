@@ -158,19 +158,20 @@ def predict(paths, model_files, top_k, fmt, batch_size, verbose):
 
         files = model_files or shipped_models()
         classifiers = [load_classifier(f) for f in files] if files else None
-        found, _ = find_images(paths)
 
         def on_error(message):
             failures.append(message)
             click.echo(f"Error: {message}", err=True)
 
+        found, missing = find_images(paths)  # expand folders and globs once
+        for message in missing:
+            on_error(message)
         if len(found) > batch_size:
             with click.progressbar(length=len(found), label="predicting", file=sys.stderr) as bar:
-                results = predict_fn(list(paths), classifiers, top_k=top_k, batch_size=batch_size,
+                results = predict_fn(found, classifiers, top_k=top_k, batch_size=batch_size,
                                      progress=bar.update, on_error=on_error)
         else:
-            results = predict_fn(list(paths), classifiers, top_k=top_k, batch_size=batch_size,
-                                 on_error=on_error)
+            results = predict_fn(found, classifiers, top_k=top_k, batch_size=batch_size, on_error=on_error)
         click.echo(format_predictions(results, fmt, top_k), nl=False)
 
     _run(body, verbose)

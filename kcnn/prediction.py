@@ -176,23 +176,29 @@ def predict(inputs, models=None, *, top_k: int = 1, batch_size: int = 256, progr
 
     items = _as_items(inputs, fail)
     for start in range(0, len(items), batch_size):
-        chunk = []
-        for key, source in items[start:start + batch_size]:
+        chunk, read = items[start:start + batch_size], []  # read: (key, PIL image or error message)
+        for key, source in chunk:
             try:
-                chunk.append((key, read_image(source) if isinstance(source, Path) else _as_pil(source)))
-            except ImageError as e:
-                fail(str(e))
-        if chunk:
-            per_model = []
-            for clf in classifiers:
-                batch = np.stack([to_model_input(im, clf.input_shape, clf.digit_style) for _, im in chunk])
-                per_model.append(_top_k(_probabilities(clf.model, batch), clf.class_names, top_k))
-            for i, (key, _) in enumerate(chunk):
-                for clf, tops in zip(classifiers, per_model):
-                    results.append({"path": key, "model": clf.name, "label": tops[i][0]["label"],
-                                    "probability": tops[i][0]["probability"], "top_k": tops[i]})
+                read.append((key, read_image(source) if isinstance(source, Path) else _as_pil(source)))
+            except ImageError as e:  # path errors already start with the path
+                read.append((key, str(e) if isinstance(source, Path) else f"{key}: {e}"))
+        images = [im for _, im in read if not isinstance(im, str)]
+        per_model = []
+        for clf in classifiers if images else []:
+            batch = np.stack([to_model_input(im, clf.input_shape, clf.digit_style) for im in images])
+            per_model.append(_top_k(_probabilities(clf.model, batch), clf.class_names, top_k))
+        done = 0
+        for key, im in read:  # results in input order, failures where they occurred
+            if isinstance(im, str):
+                fail(im)
+                continue
+            for clf, tops in zip(classifiers, per_model):
+                top = tops[done]
+                results.append({"path": key, "model": clf.name, "label": top[0]["label"],
+                                "probability": top[0]["probability"], "top_k": top})
+            done += 1
         if progress is not None:
-            progress(len(items[start:start + batch_size]))
+            progress(len(chunk))
     return results
 
 

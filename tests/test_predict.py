@@ -228,3 +228,21 @@ def test_shipped_models_answer_with_no_model_option(tmp_path):
         assert {"dataset", "tfds_version", "class_names", "input", "output", "test_accuracy",
                 "test_loss", "epochs", "command", "versions", "date"} <= set(card)
         assert path.stat().st_size < 5_000_000
+
+
+def test_bad_array_inputs_are_reported_by_position(tiny_models):
+    good = np.zeros((32, 32, 3), np.uint8)
+    rows = predict([good, np.zeros((32, 32, 3), np.float32)], [tiny_models / "tinycifar.keras"])
+    assert rows[0]["path"] == "array[0]" and "label" in rows[0]
+    assert rows[1] == {"path": "array[1]", "error": "array[1]: array input must be uint8 (H, W) or (H, W, 1|3); "
+                                                      "got float32 (32, 32, 3)"}
+
+
+def test_large_folders_show_a_progress_bar_on_stderr(tiny_models, tmp_path):
+    for i in range(5):
+        Image.new("RGB", (40, 40), (i * 40, 0, 0)).save(tmp_path / f"{i}.png")
+    result = CliRunner().invoke(main, ["predict", str(tmp_path), "--model", str(tiny_models / "tinycifar.keras"),
+                                       "--batch-size", "2", "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert "predicting" in result.stderr
+    assert len(result.stdout.splitlines()) == 6
