@@ -118,8 +118,10 @@ def plot_filters(kernel: np.ndarray, path, title: str, max_filters: int = 64, ma
     """Learned kernels of a conv layer, ``kernel`` shaped ``(kh, kw, in, out)``.
 
     Three input channels (a first layer on RGB): each filter drawn as one colour
-    patch (min-max scaled per filter). Otherwise: one gray patch per (filter,
-    input channel), all on one symmetric colormap (±max|w|) with a colourbar.
+    patch (min-max scaled per filter). Otherwise: one patch per (filter, input
+    channel), tiled in one mosaic (rows: filters, columns: input channels) on a
+    symmetric colormap (±max|w|) with a colourbar; at most 32 filters and
+    ``max_inputs`` input channels are shown.
     """
     kh, kw, cin, cout = kernel.shape
     shown = min(cout, max_filters)
@@ -135,23 +137,30 @@ def plot_filters(kernel: np.ndarray, path, title: str, max_filters: int = 64, ma
                 ax.imshow((w - w.min()) / (np.ptp(w) or 1.0), interpolation="nearest")
                 ax.set_title(str(i), fontsize=7)
     else:
+        from matplotlib import colormaps
+
         inputs = min(cin, max_inputs)
         shown = min(shown, 32)
-        fig = _figure(0.5 * inputs + 1.5, 0.5 * shown + 1.0)
-        axes = np.atleast_2d(fig.subplots(shown, inputs, squeeze=False))
-        limit = float(np.abs(kernel).max()) or 1.0
+        # One mosaic on one axes (a NaN gutter between kernels) rather than one axes
+        # per kernel: the same picture, drawn in a fraction of the time.
+        mosaic = np.full((shown * (kh + 1) - 1, inputs * (kw + 1) - 1), np.nan)
         for r in range(shown):
             for c in range(inputs):
-                ax = axes[r, c]
-                im = ax.imshow(kernel[:, :, c, r], cmap="RdBu_r", vmin=-limit, vmax=limit,
-                               interpolation="nearest")
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if c == 0:
-                    ax.set_ylabel(str(r), fontsize=6, rotation=0, labelpad=8)
-                if r == 0:
-                    ax.set_title(f"in {c}", fontsize=6)
-        fig.colorbar(im, ax=axes, shrink=0.6, label="weight")
+                mosaic[r * (kh + 1):r * (kh + 1) + kh, c * (kw + 1):c * (kw + 1) + kw] = kernel[:, :, c, r]
+        fig = _figure(0.5 * inputs + 1.5, 0.5 * shown + 1.0)
+        ax = fig.subplots()
+        limit = float(np.abs(kernel).max()) or 1.0
+        cmap = colormaps["RdBu_r"].with_extremes(bad="white")
+        im = ax.imshow(mosaic, cmap=cmap, vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_xticks([c * (kw + 1) + (kw - 1) / 2 for c in range(inputs)], range(inputs), fontsize=6)
+        ax.set_yticks([r * (kh + 1) + (kh - 1) / 2 for r in range(shown)], range(shown), fontsize=6)
+        ax.tick_params(length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
+        ax.set_xlabel("input channel")
+        ax.xaxis.set_label_position("top")
+        ax.set_ylabel("filter")
+        for side in ax.spines.values():
+            side.set_visible(False)
+        fig.colorbar(im, ax=ax, shrink=0.6, label="weight")
         title += f" (filters 0-{shown - 1} of {cout}, inputs 0-{inputs - 1} of {cin})"
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

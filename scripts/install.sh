@@ -6,16 +6,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-torch_req=${KCNN_TORCH:-torch==2.13.0}
+torch_req=${KCNN_TORCH:-torch==2.13.0+cpu}
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip install --disable-pip-version-check -q)
 
-# PyTorch first, so nothing pulls the multi-GB CUDA build from PyPI: a local wheel that
-# pip is configured to find (--no-index: find-links only), else PyTorch's CPU index.
+# PyTorch first, so nothing pulls the multi-GB CUDA build from PyPI. The "+cpu" build
+# comes from a local wheel where pip is configured to find one (find-links), its
+# dependencies from the usual index; else from PyTorch's CPU index, PyPI beside it.
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-  "${pip[@]}" --no-index "$torch_req" 2>/dev/null ||
-    "${pip[@]}" "$torch_req" --index-url https://download.pytorch.org/whl/cpu
+  "${pip[@]}" "$torch_req" 2>/dev/null ||
+    "${pip[@]}" "$torch_req" --index-url https://download.pytorch.org/whl/cpu \
+      --extra-index-url https://pypi.org/simple
 fi
 "${pip[@]}" -e ".[test]"
 .venv/bin/python -c "import kcnn, torch, keras, tensorflow; print(f'kcnn {kcnn.__version__}: torch {torch.__version__}, keras {keras.__version__}, tensorflow {tensorflow.__version__}')"
