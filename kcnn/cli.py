@@ -28,17 +28,25 @@ def _device_option(f):
 
 def _run(fn, verbose: bool):
     """Run a command body: one-line errors (exit 2 for bad input, 1 otherwise), 130 on Ctrl-C."""
-    from kcnn.data import DataNotFoundError  # light: kcnn.data imports TensorFlow lazily
+    from kcnn.data import DataCorruptError, DataNotFoundError  # light: kcnn.data imports TensorFlow lazily
     from kcnn.training import TrainingDiverged
 
     try:
         return fn()
     except KeyboardInterrupt:
         sys.exit(130)
-    except (DataNotFoundError, TrainingDiverged) as e:
+    except (DataNotFoundError, DataCorruptError, TrainingDiverged) as e:
         if verbose:
             raise
         click.echo(f"Error: {e}", err=True)
+        sys.exit(1)
+    except Exception as e:
+        # TFRecord CRC failures surface from inside tf.data while model.fit/predict iterate.
+        tf = sys.modules.get("tensorflow")
+        if verbose or tf is None or not isinstance(e, tf.errors.DataLossError):
+            raise
+        detail = str(e.message).split(" [Op:")[0].split("}}")[-1].strip()
+        click.echo(f"Error: the TFDS data is unreadable ({detail}); prepare the dataset again", err=True)
         sys.exit(1)
     except ValueError as e:
         if verbose:

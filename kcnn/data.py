@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 
 #: Default train/validation split: the last 10% of TFDS' train split validates.
 DEFAULT_VAL_SPLIT = 0.1
@@ -27,6 +28,14 @@ AUGMENTATIONS = ("none", "flip", "crop_flip", "affine")
 
 class DataNotFoundError(RuntimeError):
     """The dataset is not prepared in the TFDS data_dir and cannot be downloaded."""
+
+
+class DataCorruptError(RuntimeError):
+    """A prepared dataset's files are missing, truncated or unreadable; the message names them."""
+
+
+#: Bytes TFRecord adds around each record: length (8), its CRC (4) and the data's CRC (4).
+TFRECORD_FRAMING = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +112,38 @@ def _builder(name: str, data_dir: str | None):
             f"Dataset {name!r} is not an image-classification dataset "
             f"(needs 'image' and 'label' features; has {sorted(features.keys())})"
         )
+    check_files(builder)
     return builder
+
+
+def check_files(builder) -> None:
+    """Check that every split's TFRecord shards exist and have the size TFDS recorded.
+
+    TFDS' ``dataset_info.json`` stores each split's payload in bytes and its
+    example count; a TFRecord file adds :data:`TFRECORD_FRAMING` bytes per
+    example, so the shards' sizes must add up exactly. This catches truncated
+    and missing files before any training starts, by file name; bytes damaged
+    in place are caught by TFRecord's CRCs when read.
+
+    Raises:
+        DataCorruptError: a shard is missing or the sizes do not add up.
+    """
+    if str(builder.info.file_format.value) != "tfrecord":
+        return
+    for split in builder.info.splits.values():
+        paths = [Path(p) for p in split.filepaths]
+        missing = [p for p in paths if not p.exists()]
+        if missing:
+            raise DataCorruptError(
+                f"{missing[0]}: missing ({len(missing)} of {len(paths)} files of split "
+                f"{split.name!r}); prepare the dataset again")
+        size = sum(p.stat().st_size for p in paths)
+        expected = int(split.num_bytes) + TFRECORD_FRAMING * int(split.num_examples)
+        if size != expected:
+            where = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent} ({split.name} shards)"
+            raise DataCorruptError(
+                f"{where}: {size} bytes, expected {expected} from dataset_info.json "
+                f"({'truncated' if size < expected else 'too long'}); prepare the dataset again")
 
 
 def load_info(name: str, data_dir: str | None = None) -> DatasetInfo:

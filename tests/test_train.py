@@ -95,6 +95,26 @@ def test_no_data_is_one_clear_line(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+@pytest.mark.parametrize("damage, problem", [("truncate", "truncated"), ("delete", "missing")])
+def test_truncated_or_missing_data_files_are_one_line_naming_the_file(fake_data_dir, tmp_path, damage, problem):
+    import shutil
+    from pathlib import Path
+
+    data_dir = tmp_path / "tfds"
+    shutil.copytree(Path(fake_data_dir) / "mnist", data_dir / "mnist")
+    (shard,) = data_dir.glob("mnist/*/mnist-test.tfrecord*")
+    if damage == "truncate":
+        shard.write_bytes(shard.read_bytes()[:1000])
+    else:
+        shard.unlink()
+    result = run_cli("train", "mnist", "--data-dir", str(data_dir), "--output", str(tmp_path / "r"), *FAST)
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {shard}: ")
+    assert problem in lines[0] and lines[0].endswith("prepare the dataset again")
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--model", "cnn4"], "Unknown model 'cnn4'; valid models: cnn2, cnn2_simple, cnn3, net24k. Did you mean 'cnn3'?"),
     (["--device", "gpu"], "'gpu' is not one of auto, cpu, cuda, cuda:N"),
