@@ -40,6 +40,11 @@ def _run(fn, verbose: bool):
             raise
         click.echo(f"Error: {e}", err=True)
         sys.exit(1)
+    except ValueError as e:
+        if verbose:
+            raise
+        click.echo(f"Error: {e}", err=True)
+        sys.exit(2)
     except Exception as e:
         # TFRecord CRC failures surface from inside tf.data while model.fit/predict iterate.
         tf = sys.modules.get("tensorflow")
@@ -48,11 +53,6 @@ def _run(fn, verbose: bool):
         detail = str(e.message).split(" [Op:")[0].split("}}")[-1].strip()
         click.echo(f"Error: the TFDS data is unreadable ({detail}); prepare the dataset again", err=True)
         sys.exit(1)
-    except ValueError as e:
-        if verbose:
-            raise
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(2)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

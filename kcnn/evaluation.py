@@ -101,15 +101,16 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
         ValueError: the model's input shape or class count does not fit the dataset.
         kcnn.data.DataNotFoundError: dataset not prepared.
     """
-    from kcnn import figures
+    from kcnn import data, figures
     from kcnn.prediction import load_classifier
 
     clf = load_classifier(model_path)
-    images, labels, info = load_split_arrays(dataset, split, data_dir)
+    info = data.load_info(dataset, data_dir)
     if tuple(clf.input_shape) != tuple(info.image_shape) or len(clf.class_names) != info.num_classes:
         raise ValueError(f"{clf.path}: model takes {clf.input_shape} images and outputs "
                          f"{len(clf.class_names)} classes; {dataset} has {info.image_shape} images "
                          f"and {info.num_classes} classes")
+    images, labels, _ = load_split_arrays(dataset, split, data_dir)
     probs = clf.model.predict(images, batch_size=batch_size, verbose=0).astype(np.float64)
     result = summarize(probs, labels, info.class_names)
     result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version)
