@@ -70,18 +70,17 @@ def summarize(probs: np.ndarray, y_true, class_names) -> dict:
 
 
 def load_split_arrays(dataset: str, split: str = "test", data_dir: str | None = None):
-    """A whole TFDS split as NumPy: ``((N, H, W, C) uint8, (N,) int64)``, and its DatasetInfo."""
+    """A whole TFDS split as NumPy: ``((N, H, W, C) uint8, (N,) int64)``."""
     import tensorflow as tf
 
     from kcnn import data
 
-    info = data.load_info(dataset, data_dir)
     ds = data.load_split(dataset, split, data_dir).batch(1024).prefetch(tf.data.AUTOTUNE)
     images, labels = [], []
     for x, y in ds.as_numpy_iterator():
         images.append(x)
         labels.append(y)
-    return np.concatenate(images), np.concatenate(labels).astype(np.int64), info
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
 
 
 def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | None = None,
@@ -110,7 +109,7 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
         raise ValueError(f"{clf.path}: model takes {clf.input_shape} images and outputs "
                          f"{len(clf.class_names)} classes; {dataset} has {info.image_shape} images "
                          f"and {info.num_classes} classes")
-    images, labels, _ = load_split_arrays(dataset, split, data_dir)
+    images, labels = load_split_arrays(dataset, split, data_dir)
     probs = clf.model.predict(images, batch_size=batch_size, verbose=0).astype(np.float64)
     result = summarize(probs, labels, info.class_names)
     result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version)

@@ -184,10 +184,10 @@ def main(cases, steps, rounds, data_dir, pipeline):
     for case in cases:
         dataset, name = case.split(":")
         kc = KcnnLoop(dataset, name, data_dir)
-        images, labels, info = load_split_arrays(dataset, f"train[:{kc.ds.num_train}]", data_dir)
+        images, labels = load_split_arrays(dataset, f"train[:{kc.ds.num_train}]", data_dir)
         from kcnn.data import default_augmentation
 
-        ref = TorchLoop(name, images, labels, default_augmentation(info))
+        ref = TorchLoop(name, images, labels, default_augmentation(kc.ds.info))
         kc.run(max(10, steps // 5))  # warm-up (also fills the tf.data cache)
         ref.run(max(10, steps // 5))
         k_rates, r_rates = [], []
