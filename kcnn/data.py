@@ -6,10 +6,16 @@ tuned for). Data never downloads implicitly: it is read from a prepared TFDS
 data_dir, given by ``data_dir=`` / ``--data-dir`` or the ``TFDS_DATA_DIR``
 environment variable (TFDS' own default, ``~/tensorflow_datasets``, otherwise).
 
-Pipeline (train): decode -> cache -> shuffle (seeded) -> batch -> augment
-(``keras.layers.Pipeline`` in ``tf.data.map``, AUTOTUNE) -> prefetch.
+Pipeline (train): decode into memory -> permute indices -> batch -> gather ->
+augment (``keras.layers.Pipeline`` in ``tf.data.map``) -> prefetch (AUTOTUNE).
 Batches are ``((batch, H, W, C) uint8, (batch,) int64)``: augmentation output
 is rounded back to uint8, so training sees the same dtype as inference.
+
+Randomness is keyed, not carried: the order of epoch ``e`` is a function of
+``(seed, e)`` and the augmentation of its step ``s`` a function of
+``(seed, e, s)``, with ``e`` read from a variable that :meth:`Datasets.set_epoch`
+sets (as torch's ``DistributedSampler.set_epoch``). A run resumed at epoch
+``e`` therefore sees exactly the batches the uninterrupted run saw.
 """
 
 from __future__ import annotations
@@ -75,6 +81,11 @@ class Datasets:
     info: DatasetInfo
     num_train: int
     num_val: int
+    epoch: object = None  # tf.Variable (int64) the train pipeline reads at each pass
+
+    def set_epoch(self, epoch: int) -> None:
+        """Key the next pass over ``train`` (order and augmentation) to ``epoch`` (0-based)."""
+        self.epoch.assign(int(epoch))
 
 
 def _tfds():
@@ -194,6 +205,9 @@ def make_augmentation(policy: str, seed: int | None = None):
     import keras
     from keras import layers
 
+    def layer_seed(i):  # one seed per layer: equal seeds would draw equal numbers
+        return None if seed is None else seed + i
+
     if policy == "none":
         return None
     if policy == "flip":
@@ -201,15 +215,15 @@ def make_augmentation(policy: str, seed: int | None = None):
     elif policy == "crop_flip":
         steps = [
             layers.RandomTranslation(
-                4 / 32, 4 / 32, fill_mode="constant", interpolation="nearest", seed=seed
+                4 / 32, 4 / 32, fill_mode="constant", interpolation="nearest", seed=layer_seed(0)
             ),
-            layers.RandomFlip("horizontal", seed=seed),
+            layers.RandomFlip("horizontal", seed=layer_seed(1)),
         ]
     elif policy == "affine":
         steps = [
-            layers.RandomRotation(10 / 360, fill_mode="constant", seed=seed),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=seed),
-            layers.RandomZoom(0.1, fill_mode="constant", seed=seed),
+            layers.RandomRotation(10 / 360, fill_mode="constant", seed=layer_seed(0)),
+            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=layer_seed(1)),
+            layers.RandomZoom(0.1, fill_mode="constant", seed=layer_seed(2)),
         ]
     else:
         raise ValueError(
@@ -219,37 +233,83 @@ def make_augmentation(policy: str, seed: int | None = None):
     return keras.layers.Pipeline(steps, name=f"augment_{policy}")
 
 
-def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, seed=None,
-                  shuffle_buffer: int = 60_000):
+#: Room in each augmentation seed-generator's counter for one batch and one epoch.
+_DRAWS_PER_BATCH, _DRAWS_PER_EPOCH = 2**6, 2**30
+
+
+def _seed_generators(augmentation, images) -> list:
+    """The TensorFlow-side ``SeedGenerator`` of each random layer of ``augmentation``.
+
+    Keras makes them on the first call inside a ``tf.data`` graph (``DataLayer``),
+    so one throw-away trace creates them first.
+    """
+    import tensorflow as tf
+
+    probe = tf.zeros([1, *images.shape[1:]], "float32")
+    tf.data.Dataset.from_tensors(probe).map(lambda x: augmentation(x, training=True))
+    return [layer._get_seed_generator("tensorflow") for layer in augmentation.layers
+            if getattr(layer, "generator", None) is not None]
+
+
+def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, seed=None, epoch=None):
     """Turn a TFDS ``(image uint8, label int64)`` dataset into batches for ``model.fit``.
+
+    Training pipelines hold the split in memory as two tensors and draw each
+    pass's order as a permutation of indices (``stateless_shuffle`` keyed by
+    ``(seed, epoch)``: a full shuffle, no buffer); evaluation pipelines keep the
+    split's order and are cached after the first pass.
 
     Args:
         ds: unbatched ``tf.data.Dataset`` of ``((H, W, C) uint8, () int64)``.
         batch_size: images per batch.
-        training: shuffle (seeded, reshuffled each epoch) when True.
+        training: shuffle (and augment) when True.
         augmentation: a layer from :func:`make_augmentation`, or None.
-        seed: shuffle seed.
-        shuffle_buffer: shuffle buffer in examples (default holds a whole split).
+        seed: shuffle and augmentation seed (int); None draws fresh randomness each pass.
+        epoch: ``tf.Variable`` (int64 scalar) read at the start of each pass; the
+            pass's order and augmentation are functions of ``(seed, epoch)``
+            (see the module docstring). None: every pass is keyed to epoch 0.
 
     Returns:
-        ``tf.data.Dataset`` of ``((batch, H, W, C) uint8, (batch,) int64)``,
-        decoded once and cached in memory, prefetched.
+        ``tf.data.Dataset`` of ``((batch, H, W, C) uint8, (batch,) int64)``, prefetched.
     """
     import tensorflow as tf
 
-    ds = ds.cache()
-    if training:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if augmentation is not None:
+    if not training:
+        return ds.cache().batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    keyed = seed is not None
+    if epoch is None:
+        epoch = tf.constant(0, tf.int64)
+    # Eager tensors: captured by the functions below by reference, not copied into a graph.
+    images, labels = (tf.concat(parts, 0) for parts in zip(*ds.batch(4096)))
+    count = int(labels.shape[0])
 
-        def augment(images, labels):
-            images = augmentation(tf.cast(images, "float32"), training=True)
-            images = tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8)
-            return images, labels
+    def one_pass(_):
+        indices = tf.range(count, dtype=tf.int64)
+        if keyed:
+            order = tf.random.experimental.stateless_shuffle(
+                indices, seed=tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)]))
+        else:
+            order = tf.random.shuffle(indices)
+        return tf.data.Dataset.from_tensor_slices(order)
 
-        ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # The flat_map makes each pass (each Keras epoch) read the epoch variable anew.
+    order = tf.data.Dataset.range(1).flat_map(one_pass).apply(tf.data.experimental.assert_cardinality(count))
+    generators = _seed_generators(augmentation, images) if keyed and augmentation is not None else []
+
+    def gather(step, index):
+        batch_images, batch_labels = tf.gather(images, index), tf.gather(labels, index)
+        if augmentation is None:
+            return batch_images, batch_labels
+        for i, generator in enumerate(generators):
+            counter = tf.cast(epoch, tf.int64) * _DRAWS_PER_EPOCH + step * _DRAWS_PER_BATCH
+            generator.state.assign(tf.stack([tf.constant(seed * 1000 + i, tf.int64), counter]))
+        batch_images = augmentation(tf.cast(batch_images, "float32"), training=True)
+        batch_images = tf.cast(tf.clip_by_value(tf.round(batch_images), 0, 255), tf.uint8)
+        return batch_images, batch_labels
+
+    # Sequential when keyed: parallel calls would race on the generators' state.
+    parallel = None if generators else tf.data.AUTOTUNE
+    return order.batch(batch_size).enumerate().map(gather, num_parallel_calls=parallel).prefetch(tf.data.AUTOTUNE)
 
 
 def split_names(num_train: int, val_split: float) -> tuple[str, str | None, int]:
@@ -302,15 +362,18 @@ def load_datasets(name: str, *, data_dir: str | None = None, batch_size: int = 1
     if augment is True:
         augment = default_augmentation(info)
     augmentation = make_augmentation(augment or "none", seed=seed)
+    import tensorflow as tf
+
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
 
     def load(split):
         return load_split(name, split, data_dir)
 
     train = make_pipeline(load(train_split), batch_size=batch_size, training=True,
-                          augmentation=augmentation, seed=seed)
+                          augmentation=augmentation, seed=seed, epoch=epoch)
     val = None
     if val_name is not None:
         val = make_pipeline(load(val_name), batch_size=eval_batch_size, training=False)
     test = make_pipeline(load("test"), batch_size=eval_batch_size, training=False)
     return Datasets(train=train, val=val, test=test, info=info,
-                    num_train=info.num_train - num_val, num_val=num_val)
+                    num_train=info.num_train - num_val, num_val=num_val, epoch=epoch)

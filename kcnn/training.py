@@ -260,8 +260,26 @@ def resolve_run_dir(settings: dict, output: str | None, overwrite: bool = False)
     return folder, False
 
 
-def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra):
+def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, datasets=None):
     import keras
+
+    class EpochSeeding(keras.callbacks.Callback):
+        """Keys every random stream of an epoch to its number, so a resumed run replays the original.
+
+        At each epoch's start: the data order and augmentation (``Datasets.set_epoch``),
+        and each ``SeedGenerator`` of the model (dropout), whose state Keras does not
+        save with the weights, set to ``(its initial seed + epoch, 0)``.
+        """
+
+        def on_train_begin(self, logs=None):
+            self.generators = [v for v in self.model.variables if v.path.endswith("seed_generator_state")]
+            self.initial = [int(keras.ops.convert_to_numpy(v)[0]) for v in self.generators]
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if datasets is not None:
+                datasets.set_epoch(epoch)
+            for v, first in zip(self.generators, self.initial):
+                v.assign(keras.ops.convert_to_tensor([(first + 7919 * epoch) % 2**31, 0], v.dtype))
 
     class LearningRateLogger(keras.callbacks.Callback):
         """Adds the optimizer's current learning rate to the epoch logs."""
@@ -310,6 +328,7 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra):
     # backup is written last, so a crash in between leaves at most one extra
     # CSV row, which resume drops.
     return divergence, [
+        EpochSeeding(),
         *extra,
         divergence,
         LearningRateLogger(),
@@ -429,7 +448,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         schedule = make_lr_schedule(lr_schedule, peak_lr, steps_per_epoch, epochs)
         net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay),
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        divergence, fit_callbacks = _callbacks(run_dir, monitor, best, list(callbacks))
+        divergence, fit_callbacks = _callbacks(run_dir, monitor, best, list(callbacks), ds)
         try:
             net.fit(ds.train, validation_data=ds.val, epochs=epochs, verbose=verbose, shuffle=False,
                     callbacks=fit_callbacks)

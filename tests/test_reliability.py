@@ -39,7 +39,10 @@ def wait_for_epochs(proc, out, count, timeout=240):
     pytest.fail("training did not reach the wanted epoch in time")
 
 
-def test_sigkill_mid_epoch_then_same_command_resumes_without_losing_or_repeating_epochs(fake_data_dir, tmp_path):
+def test_sigkill_mid_epoch_then_same_command_resumes_and_replays_the_uninterrupted_run(fake_data_dir, tmp_path):
+    straight = tmp_path / "straight"
+    _, proc = start_training(fake_data_dir, straight, epochs=5)
+    assert proc.wait(timeout=600) == 0, proc.stdout.read()[-3000:]
     out = tmp_path / "run"
     cmd, proc = start_training(fake_data_dir, out, epochs=5)
     wait_for_epochs(proc, out, 2)
@@ -52,10 +55,19 @@ def test_sigkill_mid_epoch_then_same_command_resumes_without_losing_or_repeating
                            env=dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="2"))
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     assert f"resuming after epoch {done}" in rerun.stdout
-    assert [r["epoch"] for r in read_history(out / "history.csv")] == [0, 1, 2, 3, 4]
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["epochs"] == 5 and 0 <= metrics["test_accuracy"] <= 1
+    history = read_history(out / "history.csv")
+    assert [r["epoch"] for r in history] == [0, 1, 2, 3, 4]
     assert not (out / "backup").exists()
+    # Same optimizer state, schedule position and random streams (order, augmentation,
+    # dropout): the resumed epochs are the uninterrupted run's, number for number.
+    expected = read_history(straight / "history.csv")
+    for row, want in zip(history, expected):
+        assert row == pytest.approx(want, rel=1e-4, abs=1e-6), (row, want)
+    metrics = json.loads((out / "metrics.json").read_text())
+    want = json.loads((straight / "metrics.json").read_text())
+    assert metrics["epochs"] == 5
+    assert metrics["test_accuracy"] == want["test_accuracy"]
+    assert metrics["test_loss"] == pytest.approx(want["test_loss"], rel=1e-4)
 
 
 def test_ctrl_c_exits_130_and_says_how_to_resume(fake_data_dir, tmp_path):
