@@ -24,6 +24,8 @@ import math
 import os
 import re
 import shutil
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -323,6 +325,43 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
             if divergence.where is None:
                 super().on_epoch_end(epoch, logs)
 
+    class DeferredInterrupt(keras.callbacks.Callback):
+        """Ctrl-C during ``fit`` stops at the next batch or epoch boundary.
+
+        The SIGINT handler only sets a flag, and this callback (run last, so after
+        the backup) raises ``KeyboardInterrupt`` at the next boundary. A signal that
+        raised at once could land in a finalizer (a tf.data or DataLoader iterator
+        being freed between epochs), where Python reports and drops it. A second
+        Ctrl-C raises at once.
+        """
+
+        pending = False
+
+        def on_train_begin(self, logs=None):
+            self.previous = None
+            if threading.current_thread() is threading.main_thread():
+                self.previous = signal.signal(signal.SIGINT, self.handler)
+
+        def handler(self, signum, frame):
+            if self.pending:
+                raise KeyboardInterrupt
+            self.pending = True
+
+        def restore(self):
+            if self.previous is not None:
+                signal.signal(signal.SIGINT, self.previous)
+                self.previous = None
+
+        def check(self, *args, **kwargs):
+            if self.pending:
+                self.restore()
+                raise KeyboardInterrupt
+
+        on_train_batch_end = on_test_batch_end = on_epoch_begin = on_epoch_end = check
+
+        def on_train_end(self, logs=None):
+            self.restore()
+
     divergence = Divergence()
     # Order matters: logs are filled (lr) before CSVLogger writes them, and the
     # backup is written last, so a crash in between leaves at most one extra
@@ -340,6 +379,7 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
         # double_checkpoint: Keras keeps the previous backup and falls back to it
         # if the latest cannot be read (a crash or full disk while saving).
         BackupUnlessDiverged(str(run_dir / "backup"), double_checkpoint=True, delete_checkpoint=False),
+        DeferredInterrupt(),
     ]
 
 
@@ -456,6 +496,8 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
             log(f"\nInterrupted. The last completed epoch is saved in {run_dir}; "
                 "re-run the same command to resume.")
             raise
+        finally:
+            fit_callbacks[-1].restore()  # DeferredInterrupt: give Ctrl-C back to Python
         fit_seconds = time.time() - start
         if divergence.where is not None:
             _truncate_history(history_path, divergence.where[0] - 1)
@@ -478,12 +520,22 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         f"best_{monitor}": best_row.get(monitor),
         "epochs": len(history),
         "fit_seconds_this_call": round(fit_seconds, 1),
+        "peak_rss_gib": round(_peak_rss_gib(), 2),
     }
     _write_json(run_dir / "metrics.json", metrics)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
     log(format_results(history, metrics, monitor))
     return TrainResult(run_dir=run_dir, metrics=metrics, history=history,
                        resumed_from_epoch=epochs_done)
+
+
+def _peak_rss_gib() -> float:
+    """Peak resident memory of this process so far, GiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 
 
 def _validate(s: dict) -> None:
@@ -514,5 +566,6 @@ def format_results(history: list[dict], metrics: dict, monitor: str = "val_accur
     for row in history:
         lines.append(" ".join(format(row[key] + (key == "epoch"), fmt) for key, _, fmt in cols))
     lines.append(f"test accuracy {metrics['test_accuracy']:.4f} | test loss {metrics['test_loss']:.4f} | "
-                 f"best epoch {metrics['best_epoch']} by {monitor}")
+                 f"best epoch {metrics['best_epoch']} by {monitor}"
+                 + (f" | peak RSS {metrics['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in metrics else ""))
     return "\n".join(lines)

@@ -66,6 +66,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes_and_replays_the_uninterrupt
     metrics = json.loads((out / "metrics.json").read_text())
     want = json.loads((straight / "metrics.json").read_text())
     assert metrics["epochs"] == 5
+    assert 0 < metrics["peak_rss_gib"] < 3  # issue "Speed": kcnn train stays under 3 GiB
     assert metrics["test_accuracy"] == want["test_accuracy"]
     assert metrics["test_loss"] == pytest.approx(want["test_loss"], rel=1e-4)
 
@@ -139,3 +140,22 @@ def test_backup_corrupted_while_saving_falls_back_to_the_previous_one(fake_data_
     result = train("mnist", **kwargs)
     assert result.resumed_from_epoch == 1
     assert [r["epoch"] for r in result.history] == [0, 1, 2]
+
+
+def test_ctrl_c_at_an_epoch_boundary_stops_after_that_epoch_is_saved(fake_data_dir, tmp_path):
+    import keras
+
+    from kcnn.training import train
+
+    class CtrlCAtEpochEnd(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 0:
+                os.kill(os.getpid(), signal.SIGINT)  # while the epoch's files are being written
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train("mnist", model="net24k", epochs=3, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
+              output=str(out), verbose=0, log=lambda line: None, callbacks=[CtrlCAtEpochEnd()])
+    assert backed_up_epochs(out) == 1
+    assert [r["epoch"] for r in read_history(out / "history.csv")] == [0]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
