@@ -57,7 +57,13 @@ def feature_maps(model, layer, image: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
     probe = keras.Model(model.inputs, [layer.input, layer.output])
     seen, maps = probe(image[None], training=False)
-    return keras.ops.convert_to_numpy(seen)[0], keras.ops.convert_to_numpy(maps)[0]
+    return (_channels_last(keras.ops.convert_to_numpy(seen)[0], layer),
+            _channels_last(keras.ops.convert_to_numpy(maps)[0], layer))
+
+
+def _channels_last(array: np.ndarray, layer) -> np.ndarray:
+    """One image's ``(C, h, w)`` feature maps of a channels_first layer as ``(h, w, C)``."""
+    return np.moveaxis(array, 0, -1) if getattr(layer, "data_format", None) == "channels_first" else array
 
 
 def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None) -> tuple[np.ndarray, int]:
@@ -112,6 +118,7 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None
         maps = maps.numpy()[0]
     else:
         raise NotImplementedError(f"Grad-CAM needs the torch or tensorflow backend; this is {backend}")
+    maps, grads = _channels_last(maps, layer), _channels_last(grads, layer)
     weights = grads.mean(axis=(0, 1))
     cam = np.maximum((maps * weights).sum(axis=-1), 0)
     from PIL import Image

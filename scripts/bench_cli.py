@@ -1,4 +1,5 @@
-"""CLI latency: `kcnn --help`, and `kcnn predict IMG --model M.keras` against a minimal plain-Keras script.
+"""CLI latency: `kcnn --help` and each subcommand's `--help`; `kcnn predict IMG --model M.keras`
+against a minimal plain-Keras script that loads the same file and predicts the same image.
 
 Runs each command --runs times, alternating, in fresh processes, and prints median wall
 times and the ratio predict/minimal (issue target: <= 1.15; --help <= 0.5 s).
@@ -47,8 +48,11 @@ def main(model, runs):
     a = np.full((280, 280), 255, np.uint8)
     a[60:220, 130:150] = 0  # a "1"
     Image.fromarray(a).save(image)
+    from kcnn.cli import main as cli
+
     commands = {
         "kcnn --help": [kcnn, "--help"],
+        **{f"kcnn {name} --help": [kcnn, name, "--help"] for name in sorted(cli.commands)},
         "kcnn predict": [kcnn, "predict", str(image), "--model", model],
         "minimal keras script": [sys.executable, "-c", MINIMAL, model, str(image)],
     }
@@ -61,7 +65,9 @@ def main(model, runs):
     for name, t in times.items():
         print(f"{name:22s} median {med[name]:.3f} s  runs {[round(v, 3) for v in t]}")
     print(f"predict / minimal = {med['kcnn predict'] / med['minimal keras script']:.3f}  (target <= 1.15)")
-    print(f"--help = {med['kcnn --help']:.3f} s  (target <= 0.5 s)")
+    helps = {name: t for name, t in med.items() if name.endswith("--help")}
+    slowest = max(helps, key=helps.get)
+    print(f"slowest --help: {slowest} {helps[slowest]:.3f} s  (target <= 0.5 s)")
 
 
 if __name__ == "__main__":

@@ -85,3 +85,30 @@ def test_unknown_model_name_suggests_the_closest():
 def test_bad_input_shape_is_rejected(shape):
     with pytest.raises(ValueError, match=r"input_shape must be \(height, width, channels\)"):
         create_model("cnn3", shape, 10)
+
+
+def test_default_layout_on_torch_is_channels_first():
+    from kcnn.models import default_data_format
+
+    assert keras.backend.backend() == "torch"
+    assert default_data_format() == "channels_first"
+    assert create_model("cnn3").get_layer("conv1").data_format == "channels_first"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_both_layouts_compute_the_same_function_with_the_same_weights(name):
+    shape = NATIVE_SHAPE[name]
+    last = create_model(name, shape, 10, data_format="channels_last")
+    first = create_model(name, shape, 10, data_format="channels_first")
+    # Flatten(data_format="channels_first") orders features as channels_last does,
+    # so weights move between layouts unchanged.
+    first.set_weights(last.get_weights())
+    x = np.random.default_rng(3).integers(0, 256, (4, *shape), dtype=np.uint8)
+    np.testing.assert_allclose(first.predict(x, verbose=0), last.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
+def test_unknown_data_format_is_rejected():
+    with pytest.raises(ValueError) as err:
+        create_model("cnn3", data_format="nchw")
+    assert str(err.value) == ("data_format must be 'channels_first' or 'channels_last'. "
+                              "Received: data_format='nchw'")
