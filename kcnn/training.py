@@ -335,10 +335,9 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
         Ctrl-C raises at once.
         """
 
-        pending = False
+        pending, previous = False, None
 
         def on_train_begin(self, logs=None):
-            self.previous = None
             if threading.current_thread() is threading.main_thread():
                 self.previous = signal.signal(signal.SIGINT, self.handler)
 
