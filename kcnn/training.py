@@ -338,7 +338,10 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
         pending, previous = False, None
 
         def on_train_begin(self, logs=None):
-            if threading.current_thread() is threading.main_thread():
+            # Not from other threads (signal.signal would fail), nor where SIGINT is
+            # ignored (nohup, background jobs), as Python itself leaves it then.
+            if (threading.current_thread() is threading.main_thread()
+                    and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
                 self.previous = signal.signal(signal.SIGINT, self.handler)
 
         def handler(self, signum, frame):

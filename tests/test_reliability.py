@@ -17,7 +17,9 @@ def start_training(fake_data_dir, out, epochs):
     cmd = [sys.executable, "-m", "kcnn", "train", "mnist", "--model", "net24k", "--epochs", str(epochs),
            "--batch-size", "1", "--val-split", "0.25", "--data-dir", fake_data_dir, "--output", str(out)]
     env = dict(os.environ, KERAS_BACKEND="torch", TF_CPP_MIN_LOG_LEVEL="2")
-    return cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # As from a terminal: SIGINT not ignored, even when the test run itself is a background job.
+    return cmd, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def backed_up_epochs(out):
@@ -153,9 +155,13 @@ def test_ctrl_c_at_an_epoch_boundary_stops_after_that_epoch_is_saved(fake_data_d
                 os.kill(os.getpid(), signal.SIGINT)  # while the epoch's files are being written
 
     out = tmp_path / "run"
-    with pytest.raises(KeyboardInterrupt):
-        train("mnist", model="net24k", epochs=3, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
-              output=str(out), verbose=0, log=lambda line: None, callbacks=[CtrlCAtEpochEnd()])
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train("mnist", model="net24k", epochs=3, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
+                  output=str(out), verbose=0, log=lambda line: None, callbacks=[CtrlCAtEpochEnd()])
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert backed_up_epochs(out) == 1
     assert [r["epoch"] for r in read_history(out / "history.csv")] == [0]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
