@@ -93,6 +93,8 @@ def main():
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
               help="Fraction of the train split held out for validation.")
 @_device_option
+@click.option("--mixed-precision", type=click.Choice(["bfloat16", "float16"]), default=None,
+              help="Train under Keras' mixed_bfloat16/mixed_float16 policy (for CUDA) [default: float32].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="TFDS data_dir holding the prepared dataset [default: $TFDS_DATA_DIR].")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
@@ -101,7 +103,7 @@ def main():
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule, weight_decay, augment,
-          seed, val_split, device, data_dir, output, overwrite, verbose):
+          seed, val_split, device, mixed_precision, data_dir, output, overwrite, verbose):
     """Train MODEL on the TFDS dataset DATASET (mnist, fashion_mnist, cifar10, cifar100).
 
     Writes model.keras (best validation accuracy), history.csv, config.json and
@@ -117,7 +119,7 @@ def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule
         train_fn(dataset, model=model, epochs=epochs, batch_size=batch_size, recipe=recipe, lr=lr,
                  optimizer=optimizer, lr_schedule=lr_schedule, weight_decay=weight_decay,
                  augment=augment, seed=seed, val_split=val_split, device=device,
-                 data_dir=data_dir, output=output, overwrite=overwrite,
+                 mixed_precision=mixed_precision, data_dir=data_dir, output=output, overwrite=overwrite,
                  log=lambda line: click.echo(line))
 
     _run(body, verbose)

@@ -141,7 +141,8 @@ def _conv_bn_relu_pool(x, filters, kernel_size, index, data_format):
 
 
 def _classifier_head(x, num_classes):
-    return layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    # float32 even under a mixed-precision policy: half-precision softmax loses the small probabilities.
+    return layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities")(x)
 
 
 @register_model

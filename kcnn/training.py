@@ -17,6 +17,7 @@ A run folder holds:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -52,6 +53,8 @@ RECIPES = {
 #: Peak learning rate for an optimizer chosen over the recipe's, when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 OPTIMIZERS = ("adam", "sgd")
+#: --mixed-precision choices: Keras' mixed_bfloat16 / mixed_float16 dtype policies (None: float32).
+MIXED_PRECISION = (None, "bfloat16", "float16")
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
 #: onecycle: fraction of all steps spent warming up from lr/25 to lr.
 ONECYCLE_WARMUP = 0.2
@@ -389,7 +392,8 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
           batch_size: int = DEFAULTS["batch_size"], recipe: str | None = None, lr: float | None = None,
           optimizer: str | None = None, lr_schedule: str | None = None, weight_decay: float | None = None,
           val_split: float = DEFAULTS["val_split"], augment: bool | str | None = None,
-          seed: int = DEFAULTS["seed"], device: str = "auto", data_dir: str | None = None,
+          seed: int = DEFAULTS["seed"], device: str = "auto", mixed_precision: str | None = None,
+          data_dir: str | None = None,
           output: str | None = None, overwrite: bool = False, verbose: int | str = "auto", callbacks=(),
           log=print) -> TrainResult:
     """Train a registered model on a TFDS dataset; the Python API of ``kcnn train``.
@@ -411,6 +415,10 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
             None = the recipe's.
         seed: global seed.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        mixed_precision: ``"bfloat16"`` or ``"float16"`` to train under Keras'
+            ``mixed_*`` dtype policy (float32 weights, half-precision compute; the
+            softmax head stays float32; float16 gets Keras' loss scaling). Meant for
+            CUDA; None = float32.
         data_dir: TFDS data_dir (None: ``TFDS_DATA_DIR`` or TFDS' default).
         output: run folder (None: resume the latest unfinished matching run
             under ``runs/`` or make a new numbered one).
@@ -444,6 +452,8 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
                     **resolve_recipe(info.image_shape, recipe, optimizer=optimizer, lr=lr,
                                      lr_schedule=lr_schedule, weight_decay=weight_decay, augment=augment),
                     val_split=float(val_split), seed=int(seed), device=device, data_dir=data_dir)
+    if mixed_precision is not None:  # absent otherwise, so older run folders still resume
+        settings["mixed_precision"] = mixed_precision
     _validate(settings)
     device_name = resolve_device(device)
     run_dir, resume = resolve_run_dir(settings, output, overwrite)
@@ -485,7 +495,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     start = time.time()
     # Keras' torch backend takes "cuda:N"; tensorflow and jax call the same device "gpu:N".
     keras_device = device_name if keras.backend.backend() == "torch" else device_name.replace("cuda", "gpu")
-    with keras.device(keras_device):
+    with keras.device(keras_device), _dtype_policy(mixed_precision):
         net = models.create_model(model, info.image_shape, info.num_classes)
         schedule = make_lr_schedule(lr_schedule, peak_lr, steps_per_epoch, epochs)
         net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay),
@@ -531,6 +541,20 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
                        resumed_from_epoch=epochs_done)
 
 
+@contextlib.contextmanager
+def _dtype_policy(mixed_precision: str | None):
+    """Keras' ``mixed_{mixed_precision}`` dtype policy inside the block, the previous one after."""
+    import keras
+
+    previous = keras.config.dtype_policy()
+    if mixed_precision is not None:
+        keras.config.set_dtype_policy(f"mixed_{mixed_precision}")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def _peak_rss_gib() -> float:
     """Peak resident memory of this process so far, GiB (Linux reports KiB, macOS bytes)."""
     import resource
@@ -554,6 +578,9 @@ def _validate(s: dict) -> None:
                          f"Received: lr_schedule={s['lr_schedule']!r}")
     if not 0.0 <= s["val_split"] <= 0.5:
         raise ValueError(f"val_split must be in [0, 0.5]. Received: val_split={s['val_split']}")
+    if s.get("mixed_precision", None) not in MIXED_PRECISION:
+        raise ValueError(f"mixed_precision must be one of bfloat16, float16 or None. "
+                         f"Received: mixed_precision={s['mixed_precision']!r}")
     if s["weight_decay"] < 0:
         raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={s['weight_decay']}")
 

@@ -266,3 +266,26 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["weight_decay"]) == ("cifar", "sgd", 0.02, 5e-4)
+
+
+def test_mixed_precision_trains_in_bfloat16_with_a_float32_head_and_restores_the_policy(fake_data_dir, tmp_path):
+    import numpy as np
+
+    out = tmp_path / "run"
+    result = train("mnist", model="cnn3", epochs=1, batch_size=16, val_split=0.25, mixed_precision="bfloat16",
+                   data_dir=fake_data_dir, output=str(out), verbose=0, log=lambda line: None)
+    assert keras.config.dtype_policy().name == "float32"
+    assert json.loads((out / "config.json").read_text())["settings"]["mixed_precision"] == "bfloat16"
+    model = keras.saving.load_model(out / "model.keras")
+    assert model.get_layer("conv1").compute_dtype == "bfloat16"
+    assert model.get_layer("conv1").variable_dtype == "float32"
+    assert model.get_layer("probabilities").compute_dtype == "float32"
+    probs = model.predict(np.zeros((2, 28, 28, 1), np.uint8), verbose=0)
+    assert probs.dtype == np.float32 and np.all(np.isfinite(probs))
+    assert 0 <= result.metrics["test_accuracy"] <= 1
+
+
+def test_unknown_mixed_precision_is_one_line_exit_2(fake_data_dir):
+    result = CliRunner().invoke(main, ["train", "mnist", "--mixed-precision", "int8", "--data-dir", fake_data_dir])
+    assert result.exit_code == 2
+    assert "Invalid value for '--mixed-precision': 'int8' is not one of 'bfloat16', 'float16'." in result.output
