@@ -63,6 +63,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes_and_replays_the_uninterrupt
     # Same optimizer state, schedule position and random streams (order, augmentation,
     # dropout): the resumed epochs are the uninterrupted run's, number for number.
     expected = read_history(straight / "history.csv")
+    assert len(expected) == len(history)
     for row, want in zip(history, expected):
         assert row == pytest.approx(want, rel=1e-4, abs=1e-6), (row, want)
     metrics = json.loads((out / "metrics.json").read_text())
