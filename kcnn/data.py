@@ -300,8 +300,8 @@ def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, see
         batch_images, batch_labels = tf.gather(images, index), tf.gather(labels, index)
         if augmentation is None:
             return batch_images, batch_labels
+        counter = tf.cast(epoch, tf.int64) * _DRAWS_PER_EPOCH + step * _DRAWS_PER_BATCH
         for i, generator in enumerate(generators):
-            counter = tf.cast(epoch, tf.int64) * _DRAWS_PER_EPOCH + step * _DRAWS_PER_BATCH
             generator.state.assign(tf.stack([tf.constant(seed * 1000 + i, tf.int64), counter]))
         batch_images = augmentation(tf.cast(batch_images, "float32"), training=True)
         batch_images = tf.cast(tf.clip_by_value(tf.round(batch_images), 0, 255), tf.uint8)

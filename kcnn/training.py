@@ -532,7 +532,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         f"best_{monitor}": best_row.get(monitor),
         "epochs": len(history),
         "fit_seconds_this_call": round(fit_seconds, 1),
-        "peak_rss_gib": round(_peak_rss_gib(), 2),
+        "peak_rss_gib": round(peak_rss_gib(), 2),
     }
     _write_json(run_dir / "metrics.json", metrics)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)  # finished: nothing to resume
@@ -555,7 +555,7 @@ def _dtype_policy(mixed_precision: str | None):
         keras.config.set_dtype_policy(previous)
 
 
-def _peak_rss_gib() -> float:
+def peak_rss_gib() -> float:
     """Peak resident memory of this process so far, GiB (Linux reports KiB, macOS bytes)."""
     import resource
     import sys

@@ -18,7 +18,6 @@ pipeline >= 5x the training rate.
 from __future__ import annotations
 
 import math
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -177,6 +176,7 @@ def main(cases, steps, rounds, data_dir, pipeline):
     import torch
 
     from kcnn.evaluation import load_split_arrays
+    from kcnn.training import peak_rss_gib
 
     print(f"keras {keras.__version__} ({keras.backend.backend()}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads, batch {BATCH}, {steps} steps x {rounds} rounds")
@@ -199,7 +199,7 @@ def main(cases, steps, rounds, data_dir, pipeline):
         rows.append((case, k, r, k / r, p, p / k))
         print(f"{case}: kcnn {k:.0f} img/s {[round(v) for v in k_rates]}, reference {r:.0f} img/s "
               f"{[round(v) for v in r_rates]}, pipeline {p:.0f} img/s", flush=True)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
+    peak = peak_rss_gib()
     print("\n| case | kcnn img/s | plain torch img/s | kcnn/torch | pipeline img/s | pipeline/kcnn |")
     print("| --- | --- | --- | --- | --- | --- |")
     for case, k, r, ratio, p, pr in rows:

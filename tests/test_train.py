@@ -46,6 +46,8 @@ def test_default_run_folders_are_numbered(fake_data_dir, tmp_path, monkeypatch):
 
 
 class InterruptAt(keras.callbacks.Callback):
+    """Ctrl-C at the start of one epoch."""
+
     def __init__(self, epoch):
         super().__init__()
         self.epoch = epoch
@@ -151,18 +153,6 @@ def test_help_imports_no_heavy_library():
 def test_python_dash_m_runs_the_cli():
     out = subprocess.run([sys.executable, "-m", "kcnn", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("kcnn, version ")
-
-
-class InterruptAt(keras.callbacks.Callback):
-    """Ctrl-C at the start of one epoch."""
-
-    def __init__(self, epoch):
-        super().__init__()
-        self.epoch = epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.epoch:
-            raise KeyboardInterrupt
 
 
 def test_each_epoch_draws_from_streams_keyed_to_its_number_also_after_resume(fake_data_dir, tmp_path, monkeypatch):
