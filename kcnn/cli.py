@@ -11,7 +11,8 @@ import sys
 import click
 
 import kcnn
-from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES  # stdlib-only at import time
+from kcnn.data import AUGMENTATIONS  # stdlib-only at import time
+from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES
 
 
 def _device_option(f):
@@ -72,11 +73,12 @@ def main():
               help="Architecture: cnn3 (seed 3-conv CNN), cnn2, cnn2_simple, net24k.")
 @click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS["epochs"], show_default=True,
               help="Passes over the training split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULTS["batch_size"],
-              show_default=True, help="Images per optimizer step.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Images per optimizer step [default: the recipe's].")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="Training recipe: digits (Adam 2e-3 one-cycle, small affine augmentation) or cifar "
-                   "(SGD Nesterov 0.05 one-cycle, weight decay 5e-4, pad-4 crop + flip) "
+              help="Training recipe: digits (Adam 2e-3 one-cycle, small affine augmentation), cifar "
+                   "(SGD Nesterov 0.05 one-cycle, weight decay 5e-4, pad-4 crop + flip), all batch 128; "
+                   "or seed (the seeds' plain setup: Adam 1e-3 constant, no augmentation, batch 64) "
                    "[default: digits for gray datasets, cifar for colour ones].")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
               help="Peak learning rate [default: the recipe's].")
@@ -86,9 +88,10 @@ def main():
               help="Learning-rate schedule, per step [default: the recipe's].")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
               help="Decoupled weight decay [default: the recipe's].")
-@click.option("--augment/--no-augment", default=None,
-              help="The dataset's augmentation (CIFAR: pad-4 crop + flip; digits: small affine) "
-                   "[default: the recipe's, on].")
+@click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
+              help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, affine "
+                   "(rotation, shift, zoom for digits) or none [default: the recipe's: "
+                   "crop_flip for colour datasets, affine for gray ones, none for seed].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
               help="Fraction of the train split held out for validation.")
@@ -120,7 +123,8 @@ def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule
                  optimizer=optimizer, lr_schedule=lr_schedule, weight_decay=weight_decay,
                  augment=augment, seed=seed, val_split=val_split, device=device,
                  mixed_precision=mixed_precision, data_dir=data_dir, output=output, overwrite=overwrite,
-                 log=lambda line: click.echo(line))
+                 # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
+                 verbose="auto" if sys.stdout.isatty() else 2, log=lambda line: click.echo(line))
 
     _run(body, verbose)
 

@@ -75,6 +75,8 @@ def _command(s: dict) -> str:
         parts += ["--lr", str(s["lr"])]
     if s.get("weight_decay"):
         parts += ["--weight-decay", str(s["weight_decay"])]
-    if s.get("augment") is False:
-        parts.append("--no-augment")
+    if isinstance(s.get("augment"), str):
+        parts += ["--augment", s["augment"]]
+    elif s.get("augment") is False:
+        parts += ["--augment", "none"]
     return " ".join(parts)

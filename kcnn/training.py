@@ -36,19 +36,27 @@ import kcnn
 DEFAULTS = dict(
     model="cnn3",  # architecture name, see kcnn.models.list_models()
     epochs=15,  # passes over the training split
-    batch_size=128,  # images per optimizer step
     val_split=0.1,  # fraction of TFDS train held out for validation
     seed=0,  # seeds Python, NumPy, torch, TF, shuffling and augmentation
 )
-#: Named training recipes: optimizer, peak learning rate, schedule, decoupled weight
-#: decay (per step, as a fraction of lr) and augmentation (True = the dataset's default
-#: policy). Without --recipe, gray datasets (MNIST, Fashion-MNIST) get "digits" and
-#: colour ones (CIFAR) get "cifar"; explicit options override single settings.
+#: Named training recipes: optimizer, peak learning rate (per step), schedule, decoupled
+#: weight decay (per step, as a fraction of lr), augmentation (True = the dataset's
+#: default policy, or a name of kcnn.data.AUGMENTATIONS) and batch size (images per step).
+#: Without --recipe, gray datasets (MNIST, Fashion-MNIST) get "digits" and colour ones
+#: (CIFAR) get "cifar"; explicit options override single settings.
 RECIPES = {
     # Adam, one-cycle to 2e-3, small affine augmentation.
-    "digits": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment=True),
+    "digits": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment=True,
+                   batch_size=128),
     # SGD with Nesterov momentum 0.9, one-cycle to 0.05, weight decay 5e-4, pad-4 crop + flip.
-    "cifar": dict(optimizer="sgd", lr=0.05, lr_schedule="onecycle", weight_decay=5e-4, augment=True),
+    "cifar": dict(optimizer="sgd", lr=0.05, lr_schedule="onecycle", weight_decay=5e-4, augment=True,
+                  batch_size=128),
+    # The seeds' plain tutorial setup, the baseline of scripts/reproduce.py: Adam at
+    # Keras' default 1e-3, constant, no augmentation, no weight decay, batch 64. The
+    # seeds' own optimizer settings are not recorded anywhere kcnn can read, so this is
+    # the common setup of such tutorials, not a verified copy of each seed.
+    "seed": dict(optimizer="adam", lr=1e-3, lr_schedule="constant", weight_decay=0.0, augment=False,
+                 batch_size=64),
 }
 #: Peak learning rate for an optimizer chosen over the recipe's, when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
@@ -389,7 +397,7 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
 
 
 def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULTS["epochs"],
-          batch_size: int = DEFAULTS["batch_size"], recipe: str | None = None, lr: float | None = None,
+          batch_size: int | None = None, recipe: str | None = None, lr: float | None = None,
           optimizer: str | None = None, lr_schedule: str | None = None, weight_decay: float | None = None,
           val_split: float = DEFAULTS["val_split"], augment: bool | str | None = None,
           seed: int = DEFAULTS["seed"], device: str = "auto", mixed_precision: str | None = None,
@@ -402,9 +410,10 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         dataset: TFDS name (``"mnist"``, ``"fashion_mnist"``, ``"cifar10"``, ``"cifar100"``...).
         model: architecture name from :func:`kcnn.models.list_models`.
         epochs: total epochs (a resumed run trains only the missing ones).
-        batch_size: images per step.
         recipe: a name of :data:`RECIPES`; None = :func:`default_recipe` of the dataset.
-            The four settings below default to the recipe's (None).
+            batch_size, lr, optimizer, lr_schedule, weight_decay and augment default
+            to the recipe's (None).
+        batch_size: images per step.
         lr: peak learning rate.
         optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.9).
         lr_schedule: one of :data:`LR_SCHEDULES`.
@@ -448,9 +457,10 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
 
     models.check_model_name(model)
     info = data.load_info(dataset, data_dir)  # fails fast, before any folder is made
-    settings = dict(dataset=dataset, model=model, epochs=int(epochs), batch_size=int(batch_size),
+    settings = dict(dataset=dataset, model=model, epochs=int(epochs),
                     **resolve_recipe(info.image_shape, recipe, optimizer=optimizer, lr=lr,
-                                     lr_schedule=lr_schedule, weight_decay=weight_decay, augment=augment),
+                                     lr_schedule=lr_schedule, weight_decay=weight_decay, augment=augment,
+                                     batch_size=None if batch_size is None else int(batch_size)),
                     val_split=float(val_split), seed=int(seed), device=device, data_dir=data_dir)
     if mixed_precision is not None:  # absent otherwise, so older run folders still resume
         settings["mixed_precision"] = mixed_precision
@@ -462,7 +472,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         f"keras {versions['keras']} | torch {versions['torch']} | tensorflow {versions['tensorflow']}")
 
     optimizer, peak_lr, lr_schedule = settings["optimizer"], settings["lr"], settings["lr_schedule"]
-    weight_decay, augment = settings["weight_decay"], settings["augment"]
+    weight_decay, augment, batch_size = settings["weight_decay"], settings["augment"], settings["batch_size"]
     keras.utils.set_random_seed(seed)
     ds = data.load_datasets(dataset, data_dir=data_dir, batch_size=batch_size, val_split=val_split,
                             augment=augment, seed=seed)

@@ -239,13 +239,17 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     from kcnn.training import resolve_recipe
 
     assert resolve_recipe((28, 28, 1)) == dict(recipe="digits", optimizer="adam", lr=2e-3, lr_schedule="onecycle",
-                                               weight_decay=0.0, augment=True)
+                                               weight_decay=0.0, augment=True, batch_size=128)
+    assert resolve_recipe((32, 32, 3), recipe="seed") == dict(recipe="seed", optimizer="adam", lr=1e-3,
+                                                              lr_schedule="constant", weight_decay=0.0,
+                                                              augment=False, batch_size=64)
+    assert resolve_recipe((28, 28, 1), recipe="seed", batch_size=32)["batch_size"] == 32
     cifar = resolve_recipe((32, 32, 3))
     assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["weight_decay"]) == ("cifar", "sgd", 0.05, 5e-4)
     assert resolve_recipe((32, 32, 3), lr=0.1, augment=False)["lr"] == 0.1
     assert resolve_recipe((28, 28, 1), optimizer="sgd")["lr"] == 0.05  # the optimizer's own default
     assert resolve_recipe((28, 28, 1), recipe="cifar")["optimizer"] == "sgd"
-    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, cifar. Received: recipe='fast'"):
+    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, cifar, seed. Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
@@ -256,6 +260,19 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["weight_decay"]) == ("cifar", "sgd", 0.02, 5e-4)
+
+
+def test_seed_recipe_from_the_command_line_sets_its_batch_size_and_augmentation(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "mnist", "--recipe", "seed", "--epochs", "1", "--data-dir", fake_data_dir,
+                     "--output", str(out), "--model", "net24k", "--val-split", "0.25")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["settings"]["batch_size"], config["settings"]["augment"]) == (64, False)
+    assert config["resolved"]["steps_per_epoch"] == -(-config["resolved"]["num_train"] // 64)
+    assert config["resolved"]["augmentation"] == "none"
+    result = run_cli("train", "mnist", "--augment", "flop", "--data-dir", fake_data_dir)
+    assert result.exit_code == 2 and "'flop' is not one of 'none', 'flip', 'crop_flip', 'affine'" in result.output
 
 
 def test_mixed_precision_trains_in_bfloat16_with_a_float32_head_and_restores_the_policy(fake_data_dir, tmp_path):

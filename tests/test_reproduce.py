@@ -1,0 +1,75 @@
+"""scripts/reproduce.py: its run commands, and the table it builds from finished run folders."""
+
+import dataclasses
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from conftest import REPO
+from kcnn.cli import main
+
+spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
+reproduce = sys.modules["reproduce"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
+spec.loader.exec_module(reproduce)
+
+ROW = reproduce.Row("mnist", "net24k", 10, "99.26% best / 99.13% final", 0.994, 3)
+
+
+def fake_run(runs, recipe, seed, accuracy, recipe_name, seconds=60.0):
+    folder = runs / reproduce.run_name(ROW, recipe, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps({"settings": {"recipe": recipe_name}}))
+    (folder / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy,
+                                                     "fit_seconds_this_call": seconds}))
+
+
+def test_every_row_command_is_a_valid_kcnn_train_command():
+    for row in reproduce.ROWS:
+        for recipe in reproduce.RECIPES:
+            cmd = reproduce.command(row, recipe, 2, "/data")
+            assert cmd[:3] == ["kcnn", "train", row.dataset]
+            ctx = main.commands["train"].make_context("train", cmd[2:])  # raises on a bad option
+            assert (ctx.params["model"], ctx.params["epochs"], ctx.params["seed"], ctx.params["recipe"]) == (
+                row.model, row.epochs, 2, recipe)
+            assert ctx.params["output"].endswith(reproduce.run_name(row, recipe, 2))
+    assert len({r.name for r in reproduce.ROWS}) == len(reproduce.ROWS)
+    assert all(r.seeds >= (2 if r.dataset.startswith("cifar") else 3) for r in reproduce.ROWS)
+
+
+def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    fake_run(tmp_path, None, 0, 0.9940, "digits", 100)
+    fake_run(tmp_path, None, 1, 0.9950, "digits", 200)
+    fake_run(tmp_path, None, 7, 0.9960, "digits", 300)  # any seed counts
+    (tmp_path / reproduce.run_name(ROW, "seed", 0)).mkdir()  # unfinished: no metrics.json
+    line = reproduce.table([ROW]).splitlines()[-1]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[5] == "not run"
+    assert cells[6] == "99.50% ± 0.10 (n=3, min 99.40%) (`digits`)"
+    assert cells[7] == "yes"
+    assert cells[8] == "— / 3 min"
+
+    fake_run(tmp_path, "seed", 0, 0.9913, "seed")
+    cells = [c.strip() for c in reproduce.table([dataclasses.replace(ROW, target=0.996)]).splitlines()[-1]
+             .strip("|").split("|")]
+    assert cells[5] == "99.13% (n=1, min 99.13%)"
+    assert cells[7] == "no (-0.10 pt)"
+
+
+def test_readme_table_is_replaced_between_the_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{reproduce.BEGIN}\nold table\n{reproduce.END}\nafter\n")
+    reproduce.write_readme(readme, "| new |\n")
+    assert readme.read_text() == f"# x\n\nbefore\n{reproduce.BEGIN}\n| new |\n{reproduce.END}\nafter\n"
+    readme.write_text("# no markers\n")
+    with pytest.raises(SystemExit, match="README.md: no <!-- reproduce:begin --> ... <!-- reproduce:end --> markers"):
+        reproduce.write_readme(readme, "| new |\n")
+
+
+def test_an_unknown_row_is_refused_with_the_valid_names(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        reproduce.main(["--rows", "mnist:cnn9:15", "--no-train"])
+    assert exit_info.value.code == 2
+    assert "unknown row 'mnist:cnn9:15'; valid: mnist:cnn3:15, mnist:net24k:10" in capsys.readouterr().err
