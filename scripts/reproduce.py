@@ -128,10 +128,10 @@ def minutes(runs: list[dict]) -> str:
 
 
 def machine() -> str:
+    from kcnn.device import resolve_device  # first: kcnn makes torch Keras' default backend
+
     import keras
     import torch
-
-    from kcnn.device import resolve_device
 
     device = resolve_device("auto")
     where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {os.cpu_count()} cores"

@@ -43,8 +43,24 @@ def test_augmentation_changes_images_per_example():
     assert set(np.unique(out)) <= set(np.unique(images)) | {0.0}
 
 
+def test_shift_moves_each_digit_by_at_most_two_whole_pixels_with_zero_fill():
+    import tensorflow as tf
+
+    images = np.random.default_rng(1).integers(1, 256, (32, 28, 28, 1)).astype("float32")
+    out = data.make_augmentation("shift", seed=5)(tf.constant(images), training=True).numpy()
+
+    def shifted(image, dy, dx):
+        padded = np.pad(image, ((2, 2), (2, 2), (0, 0)))
+        return padded[2 - dy:30 - dy, 2 - dx:30 - dx]
+
+    found = [next(((dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                   if np.array_equal(out[i], shifted(images[i], dy, dx))), None) for i in range(32)]
+    assert None not in found  # every output is a whole-pixel shift within ±2
+    assert len(set(found)) > 5  # and the shifts differ between images
+
+
 def test_unknown_augmentation_policy():
-    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, affine. "
+    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, shift, affine. "
                                          r"Received: policy='cutmix'"):
         data.make_augmentation("cutmix")
 
