@@ -89,8 +89,8 @@ def main():
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
               help="Decoupled weight decay [default: the recipe's].")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
-              help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, affine "
-                   "(rotation, shift, zoom for digits) or none [default: the recipe's: "
+              help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, shift "
+                   "(±2 whole pixels), affine (rotation, shift, zoom for digits) or none [default: the recipe's: "
                    "crop_flip for colour datasets, affine for gray ones, none for seed].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
