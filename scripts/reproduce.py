@@ -3,8 +3,8 @@
 Each row is one (dataset, architecture, epochs) of the seeds. For every row it
 trains the ``seed`` recipe (the seeds' plain setup) and kcnn's default recipe
 over several seeds, each run as ``kcnn train ... --output runs/reproduce/NAME``,
-then prints a Markdown table (mean ± sample standard deviation of the final
-test accuracy, runs counted, mean wall time of ``fit``) and writes it to
+then prints a Markdown table (mean ± sample standard deviation of the test
+accuracy of each run's ``model.keras``, runs counted, mean wall time of ``fit``) and writes it to
 ``docs/results.md`` and between the ``reproduce`` markers of README.md.
 
 Finished runs (their ``metrics.json`` exists) are read, not retrained, and an
@@ -160,7 +160,7 @@ def table(rows) -> str:
 
 def document(rows) -> str:
     return (f"Test accuracy of the final checkpoint (`model.keras`, best validation accuracy) on each "
-            f"dataset's test split, mean ± sample standard deviation over seeds 0…n−1, from "
+            f"dataset's test split, mean ± sample standard deviation over the seeds run (n), from "
             f"`scripts/reproduce.py` on {machine()}, data `../shared/tfds` (CIFAR-10 is the JPEG-derived "
             f"copy). Commands: `kcnn train DATASET --model MODEL --epochs E --seed S [--recipe seed]`.\n\n"
             + table(rows) + "\n")
