@@ -273,15 +273,18 @@ def resolve_run_dir(settings: dict, output: str | None, overwrite: bool = False)
     return folder, False
 
 
-def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, datasets=None):
+def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, datasets=None, seed=0):
     import keras
 
     class EpochSeeding(keras.callbacks.Callback):
         """Keys every random stream of an epoch to its number, so a resumed run replays the original.
 
         At each epoch's start: the data order and augmentation (``Datasets.set_epoch``),
-        and each ``SeedGenerator`` of the model (dropout), whose state Keras does not
-        save with the weights, set to ``(its initial seed + epoch, 0)``.
+        each ``SeedGenerator`` of the model, whose state Keras does not save with the
+        weights, set to ``(its initial seed + epoch, 0)``, and on the torch backend
+        torch's global generator, reseeded from ``(seed, epoch)``: Keras' ``Dropout``
+        there draws its masks from it (``torch.nn.functional.dropout``), not from its
+        ``SeedGenerator``.
         """
 
         def on_train_begin(self, logs=None):
@@ -293,6 +296,10 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
                 datasets.set_epoch(epoch)
             for v, first in zip(self.generators, self.initial):
                 v.assign(keras.ops.convert_to_tensor([(first + 7919 * epoch) % 2**31, 0], v.dtype))
+            if keras.backend.backend() == "torch":
+                import torch
+
+                torch.manual_seed((int(seed) * 1_000_003 + 7919 * epoch) % 2**63)
 
     class LearningRateLogger(keras.callbacks.Callback):
         """Adds the optimizer's current learning rate to the epoch logs."""
@@ -510,7 +517,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         schedule = make_lr_schedule(lr_schedule, peak_lr, steps_per_epoch, epochs)
         net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay),
                     loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        divergence, fit_callbacks = _callbacks(run_dir, monitor, best, list(callbacks), ds)
+        divergence, fit_callbacks = _callbacks(run_dir, monitor, best, list(callbacks), ds, seed)
         try:
             net.fit(ds.train, validation_data=ds.val, epochs=epochs, verbose=verbose, shuffle=False,
                     callbacks=fit_callbacks)
