@@ -112,3 +112,22 @@ def test_unknown_data_format_is_rejected():
         create_model("cnn3", data_format="nchw")
     assert str(err.value) == ("data_format must be 'channels_first' or 'channels_last'. "
                               "Received: data_format='nchw'")
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_weights_start_from_pytorchs_default_initialization(name):
+    # The seeds are PyTorch programs: every weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    keras.utils.set_random_seed(0)
+    model = create_model(name, input_shape=(32, 32, 3), num_classes=10)
+    checked = 0
+    for layer in model.layers:
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            kernel, bias = (keras.ops.convert_to_numpy(w) for w in layer.weights)
+            bound = 1 / np.sqrt(np.prod(kernel.shape[:-1]))
+            for weights, spread in ((kernel, 0.9), (bias, 0.5)):
+                assert np.abs(weights).max() <= bound, layer.name
+                assert np.abs(weights).max() > spread * bound, layer.name  # fills the range; not zeros
+            checked += 1
+        if isinstance(layer, keras.layers.BatchNormalization):
+            assert (layer.epsilon, layer.momentum) == (1e-5, 0.9), layer.name
+    assert checked >= 3
