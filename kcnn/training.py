@@ -7,7 +7,8 @@ A run folder holds:
 - ``history.csv``: one row per epoch (``CSVLogger``), learning rate included,
 - ``config.json``: every setting used, the dataset version and library versions,
 - ``metrics.json``: ``test_accuracy`` and ``test_loss`` of ``model.keras`` on
-  the test split, computed at the end,
+  the test split, computed at the end, and ``final_test_accuracy``, that of the
+  last epoch's weights (the same number when the last epoch is the best),
 - ``curves.png``: loss, accuracy and learning rate per epoch,
 - ``evaluation/``: ``kcnn evaluate`` of ``model.keras`` on the test split
   (evaluation.json, confusion matrix, misclassified and random predictions),
@@ -460,7 +461,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
 
     from kcnn import data, figures, models
     from kcnn.device import runtime_versions
-    from kcnn.evaluation import evaluate
+    from kcnn.evaluation import evaluate, load_split_arrays
 
     models.check_model_name(model)
     info = data.load_info(dataset, data_dir)  # fails fast, before any folder is made
@@ -539,11 +540,17 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         evaluation = evaluate(run_dir / "model.keras", dataset, data_dir=data_dir,
                               output=run_dir / "evaluation", log=lambda line: None)
         test_loss, test_accuracy = evaluation["loss"], evaluation["accuracy"]
+        best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
+        final_test_accuracy = test_accuracy
+        if history and best_row is not history[-1]:  # net holds the last epoch's weights
+            images, labels = load_split_arrays(dataset, "test", data_dir)
+            probs = net.predict(images, batch_size=512, verbose=0)
+            final_test_accuracy = float((probs.argmax(axis=1) == labels).mean())
 
-    best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
     metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
+        "final_test_accuracy": float(final_test_accuracy),
         "test_examples": info.num_test,
         "best_epoch": int(best_row.get("epoch", -1)) + 1,
         f"best_{monitor}": best_row.get(monitor),
@@ -613,5 +620,8 @@ def format_results(history: list[dict], metrics: dict, monitor: str = "val_accur
         lines.append(" ".join(format(row[key] + (key == "epoch"), fmt) for key, _, fmt in cols))
     lines.append(f"test accuracy {metrics['test_accuracy']:.4f} | test loss {metrics['test_loss']:.4f} | "
                  f"best epoch {metrics['best_epoch']} by {monitor}"
+                 + (f" | last epoch's weights: test accuracy {metrics['final_test_accuracy']:.4f}"
+                    if metrics.get("final_test_accuracy", metrics["test_accuracy"]) != metrics["test_accuracy"]
+                    else "")
                  + (f" | peak RSS {metrics['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in metrics else ""))
     return "\n".join(lines)

@@ -17,12 +17,14 @@ spec.loader.exec_module(reproduce)
 ROW = reproduce.Row("mnist", "net24k", 10, "99.26% best / 99.13% final", 0.994, 3)
 
 
-def fake_run(runs, recipe, seed, accuracy, recipe_name, seconds=60.0):
+def fake_run(runs, recipe, seed, accuracy, recipe_name, seconds=60.0, final=None):
     folder = runs / reproduce.run_name(ROW, recipe, seed)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps({"settings": {"recipe": recipe_name}}))
-    (folder / "metrics.json").write_text(json.dumps({"test_accuracy": accuracy,
-                                                     "fit_seconds_this_call": seconds}))
+    metrics = {"test_accuracy": accuracy, "fit_seconds_this_call": seconds}
+    if final is not None:
+        metrics["final_test_accuracy"] = final
+    (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
 def test_every_row_command_is_a_valid_kcnn_train_command():
@@ -73,3 +75,16 @@ def test_an_unknown_row_is_refused_with_the_valid_names(capsys):
         reproduce.main(["--rows", "mnist:cnn9:15", "--no-train"])
     assert exit_info.value.code == 2
     assert "unknown row 'mnist:cnn9:15'; valid: mnist:cnn3:15, mnist:net24k:10" in capsys.readouterr().err
+
+
+def test_a_final_figure_row_reports_the_last_epochs_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    final_row = dataclasses.replace(ROW, final=True)
+    fake_run(tmp_path, None, 0, 0.9950, "digits", final=0.9930)
+    fake_run(tmp_path, None, 1, 0.9960, "digits", final=0.9950)
+    fake_run(tmp_path, None, 2, 0.9990, "digits")  # from before final_test_accuracy: not counted
+    cells = [c.strip() for c in reproduce.table([final_row]).splitlines()[-1].strip("|").split("|")]
+    assert cells[6] == "99.40% ± 0.14 (n=2, min 99.30%) (`digits`)"
+    assert cells[7] == "yes"
+    assert "last epoch's weights" in reproduce.document([final_row])
+    assert [r.name for r in reproduce.ROWS if r.final] == ["mnist:net24k:10"]

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -195,6 +196,38 @@ def test_each_epoch_draws_from_streams_keyed_to_its_number_also_after_resume(fak
     for part in (0, 1):  # the SeedGenerator's state, torch's generator: a new stream each epoch
         assert len({repr(straight.rows[epoch][part]) for epoch in range(3)}) == 3
     assert resumed.rows == {1: straight.rows[1], 2: straight.rows[2]}
+
+
+class BestAtFirstEpoch(keras.callbacks.Callback):
+    """Reports falling validation accuracy, so epoch 1 is the best checkpoint, and after the last
+    epoch sets the weights so that the model answers ``last_class`` for every image."""
+
+    def __init__(self, epochs, last_class):
+        super().__init__()
+        self.epochs, self.last_class = epochs, last_class
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = 1.0 - 0.1 * epoch
+        if epoch == self.epochs - 1:
+            for w in self.model.weights:
+                w.assign(keras.ops.zeros(w.shape, w.dtype))
+            self.model.get_layer("probabilities").bias.assign(keras.ops.one_hot(self.last_class, 10))
+
+
+def test_metrics_give_the_last_epochs_test_accuracy_beside_the_best_checkpoints(fake_data_dir, tmp_path):
+    from kcnn.evaluation import load_split_arrays
+
+    images, labels = load_split_arrays("mnist", "test", fake_data_dir)
+    rare = int(np.bincount(labels, minlength=10).argmin())
+    result = train("mnist", model="net24k", epochs=3, batch_size=16, val_split=0.25,
+                   data_dir=fake_data_dir, output=str(tmp_path / "run"),
+                   callbacks=[BestAtFirstEpoch(3, rare)], verbose=0, log=lambda line: None)
+    best = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    best_accuracy = float((best.predict(images, verbose=0).argmax(axis=1) == labels).mean())
+    assert result.metrics["best_epoch"] == 1
+    assert result.metrics["test_accuracy"] == pytest.approx(best_accuracy)
+    assert result.metrics["final_test_accuracy"] == pytest.approx(np.mean(labels == rare))
+    assert best_accuracy != pytest.approx(np.mean(labels == rare))  # the two really differ here
 
 
 @pytest.mark.realdata
