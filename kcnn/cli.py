@@ -11,7 +11,7 @@ import sys
 import click
 
 import kcnn
-from kcnn.data import AUGMENTATIONS  # stdlib-only at import time
+from kcnn.data import AUGMENTATIONS, TTA  # stdlib-only at import time
 from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES
 
 
@@ -280,9 +280,12 @@ def _model_inputs(args, model_files):
               help="TFDS data_dir [default: $TFDS_DATA_DIR].")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: runs/evaluate/MODEL-DATASET-SPLIT].")
+@click.option("--tta", type=click.Choice(TTA), default="none", show_default=True,
+              help="Test-time augmentation: 'flip' averages each image's probabilities with its "
+                   "mirror's (for models trained with flips, e.g. CIFAR; not for digits).")
 @_format_option
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def evaluate(model, dataset, split, data_dir, output, fmt, verbose):
+def evaluate(model, dataset, split, data_dir, output, tta, fmt, verbose):
     """Evaluate MODEL.keras on DATASET: accuracy, loss, top-5, per-class metrics, figures.
 
     Writes evaluation.json, confusion_matrix, misclassified and predictions figures.
@@ -291,7 +294,7 @@ def evaluate(model, dataset, split, data_dir, output, fmt, verbose):
     def body():
         from kcnn.evaluation import evaluate as evaluate_fn
 
-        evaluate_fn(model, dataset, split=split, data_dir=data_dir, output=output, fmt=fmt,
+        evaluate_fn(model, dataset, split=split, data_dir=data_dir, output=output, fmt=fmt, tta=tta,
                     log=click.echo)
 
     _run(body, verbose)

@@ -30,6 +30,8 @@ DEFAULT_VAL_SPLIT = 0.1
 KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 #: Augmentation policies by name.
 AUGMENTATIONS = ("none", "flip", "crop_flip", "shift", "affine")
+#: Test-time augmentation: "none", or "flip" (average each image's probabilities with its mirror's).
+TTA = ("none", "flip")
 
 
 class DataNotFoundError(RuntimeError):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kcnn.data import TTA
+
 #: Probabilities are clipped here before the log, as Keras' cross-entropy does.
 EPSILON = 1e-7
 
@@ -69,6 +71,32 @@ def summarize(probs: np.ndarray, y_true, class_names) -> dict:
     return result
 
 
+def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: int = 512) -> np.ndarray:
+    """Class probabilities of a Keras classifier, optionally averaged over flipped copies.
+
+    Args:
+        model: ``keras.Model`` mapping ``(N, H, W, C)`` uint8 to ``(N, classes)`` probabilities.
+        images: ``(N, H, W, C)`` uint8.
+        tta: ``"none"``, or ``"flip"``: the mean of the probabilities of each image
+            and of its left-right mirror (test-time flip averaging; meant for
+            datasets trained with random flips, such as CIFAR, not for digits).
+        batch_size: images per forward pass.
+
+    Returns:
+        ``(N, classes)`` float64 probabilities.
+
+    Raises:
+        ValueError: unknown ``tta``.
+    """
+    if tta not in TTA:
+        raise ValueError(f"Unknown test-time augmentation; valid: {', '.join(TTA)}. Received: tta={tta!r}")
+    probs = model.predict(images, batch_size=batch_size, verbose=0).astype(np.float64)
+    if tta == "flip":
+        mirrored = np.ascontiguousarray(images[:, :, ::-1])
+        probs = (probs + model.predict(mirrored, batch_size=batch_size, verbose=0).astype(np.float64)) / 2
+    return probs
+
+
 def load_split_arrays(dataset: str, split: str = "test", data_dir: str | None = None):
     """A whole TFDS split as NumPy: ``((N, H, W, C) uint8, (N,) int64)``."""
     import tensorflow as tf
@@ -85,24 +113,28 @@ def load_split_arrays(dataset: str, split: str = "test", data_dir: str | None = 
 
 def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | None = None,
              output: str | Path | None = None, fmt: str = "png", batch_size: int = 512,
-             seed: int = 0, log=print) -> dict:
+             seed: int = 0, tta: str = "none", log=print) -> dict:
     """Evaluate a ``.keras`` classifier on a TFDS split and write ``evaluation.json`` and figures.
 
     Figures: ``confusion_matrix`` (counts and row-normalised), ``misclassified``
     (the most confidently wrong images), ``predictions`` (random images with
-    their predicted labels).
+    their predicted labels). ``tta`` is passed to :func:`predict_probs`; every
+    metric and figure then comes from the averaged probabilities.
 
     Returns:
         The metrics dict written to ``evaluation.json``, plus ``"files"``: paths written.
 
     Raises:
         kcnn.prediction.ModelFileError: bad model file.
+        ValueError: unknown ``tta``.
         ValueError: the model's input shape or class count does not fit the dataset.
         kcnn.data.DataNotFoundError: dataset not prepared.
     """
     from kcnn import data, figures
     from kcnn.prediction import load_classifier
 
+    if tta not in TTA:
+        raise ValueError(f"Unknown test-time augmentation; valid: {', '.join(TTA)}. Received: tta={tta!r}")
     clf = load_classifier(model_path)
     info = data.load_info(dataset, data_dir)
     if tuple(clf.input_shape) != tuple(info.image_shape) or len(clf.class_names) != info.num_classes:
@@ -110,9 +142,9 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
                          f"{len(clf.class_names)} classes; {dataset} has {info.image_shape} images "
                          f"and {info.num_classes} classes")
     images, labels = load_split_arrays(dataset, split, data_dir)
-    probs = clf.model.predict(images, batch_size=batch_size, verbose=0).astype(np.float64)
+    probs = predict_probs(clf.model, images, tta=tta, batch_size=batch_size)
     result = summarize(probs, labels, info.class_names)
-    result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version)
+    result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version, tta=tta)
     out = Path(output) if output is not None else Path("runs") / "evaluate" / f"{clf.name}-{dataset}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     names = list(info.class_names)
@@ -151,6 +183,8 @@ def _random_sample(images, labels, probs, seed: int, count: int = 25):
 def format_summary(result: dict) -> str:
     """Accuracy, loss, top-5 and a per-class table, for the terminal."""
     head = f"accuracy {result['accuracy']:.4f} | loss {result['loss']:.4f}"
+    if result.get("tta", "none") != "none":
+        head += f" | test-time augmentation {result['tta']}"
     if "top5_accuracy" in result:
         head += f" | top-5 accuracy {result['top5_accuracy']:.4f}"
     width = max(len(n) for n in result["per_class"]) + 2

@@ -8,7 +8,9 @@ A run folder holds:
 - ``config.json``: every setting used, the dataset version and library versions,
 - ``metrics.json``: ``test_accuracy`` and ``test_loss`` of ``model.keras`` on
   the test split, computed at the end, and ``final_test_accuracy``, that of the
-  last epoch's weights (the same number when the last epoch is the best),
+  last epoch's weights (the same number when the last epoch is the best), and
+  for colour datasets ``test_accuracy_tta_flip``, that of ``model.keras`` with
+  test-time flip averaging,
 - ``curves.png``: loss, accuracy and learning rate per epoch,
 - ``evaluation/``: ``kcnn evaluate`` of ``model.keras`` on the test split
   (evaluation.json, confusion matrix, misclassified and random predictions),
@@ -461,7 +463,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
 
     from kcnn import data, figures, models
     from kcnn.device import runtime_versions
-    from kcnn.evaluation import evaluate, load_split_arrays
+    from kcnn.evaluation import evaluate, load_split_arrays, predict_probs
 
     models.check_model_name(model)
     info = data.load_info(dataset, data_dir)  # fails fast, before any folder is made
@@ -541,16 +543,24 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
                               output=run_dir / "evaluation", log=lambda line: None)
         test_loss, test_accuracy = evaluation["loss"], evaluation["accuracy"]
         best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
-        final_test_accuracy = test_accuracy
-        if history and best_row is not history[-1]:  # net holds the last epoch's weights
+        extra_metrics = {"final_test_accuracy": test_accuracy}
+        last_is_best, colour = not history or best_row is history[-1], info.image_shape[-1] == 3
+        if not last_is_best or colour:
             images, labels = load_split_arrays(dataset, "test", data_dir)
-            probs = net.predict(images, batch_size=512, verbose=0)
-            final_test_accuracy = float((probs.argmax(axis=1) == labels).mean())
+
+            def accuracy(model, tta="none"):
+                return float((predict_probs(model, images, tta=tta).argmax(axis=1) == labels).mean())
+
+            if not last_is_best:  # net holds the last epoch's weights
+                extra_metrics["final_test_accuracy"] = accuracy(net)
+            if colour:
+                extra_metrics["test_accuracy_tta_flip"] = accuracy(
+                    keras.saving.load_model(run_dir / "model.keras"), tta="flip")
 
     metrics = {
         "test_accuracy": float(test_accuracy),
         "test_loss": float(test_loss),
-        "final_test_accuracy": float(final_test_accuracy),
+        **{key: float(value) for key, value in extra_metrics.items()},
         "test_examples": info.num_test,
         "best_epoch": int(best_row.get("epoch", -1)) + 1,
         f"best_{monitor}": best_row.get(monitor),

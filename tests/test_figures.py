@@ -91,6 +91,31 @@ def test_evaluate_writes_json_and_figures(cifar_model, fake_data_dir, tmp_path):
         assert_image_file(path)
 
 
+def test_flip_tta_averages_each_image_with_its_mirror(cifar_model):
+    import keras
+
+    from kcnn.evaluation import predict_probs
+
+    model = keras.saving.load_model(cifar_model / "cifar.keras")
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    plain, mirrored = predict_probs(model, images), predict_probs(model, images[:, :, ::-1])
+    assert not np.allclose(plain, mirrored)  # the model is not mirror-symmetric
+    assert np.allclose(predict_probs(model, images, tta="flip"), (plain + mirrored) / 2)
+    symmetric = np.concatenate([images[:, :, :16], images[:, :, :16][:, :, ::-1]], axis=2)
+    assert np.allclose(predict_probs(model, symmetric, tta="flip"), predict_probs(model, symmetric))
+    with pytest.raises(ValueError, match=r"^Unknown test-time augmentation; valid: none, flip. "
+                                         r"Received: tta='rot90'$"):
+        predict_probs(model, images, tta="rot90")
+
+
+def test_evaluate_with_flip_tta_reports_it(cifar_model, fake_data_dir, tmp_path):
+    result = CliRunner().invoke(main, ["evaluate", str(cifar_model / "cifar.keras"), "cifar10", "--tta", "flip",
+                                       "--data-dir", fake_data_dir, "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "test-time augmentation flip" in result.output
+    assert json.loads((tmp_path / "evaluation.json").read_text())["tta"] == "flip"
+
+
 def test_evaluate_refuses_a_model_for_other_images(cifar_model, fake_data_dir, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(cifar_model / "cifar.keras"), "mnist",
                                        "--data-dir", fake_data_dir, "--output", str(tmp_path)])

@@ -35,6 +35,7 @@ def test_cli_train_writes_the_run_folder(fake_data_dir, tmp_path):
     assert config["versions"]["keras"] == keras.__version__
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_examples"] == 32
+    assert "test_accuracy_tta_flip" not in metrics  # no flips for digits
     assert f"test accuracy {metrics['test_accuracy']:.4f}" in result.output
     model = keras.saving.load_model(out / "model.keras")
     assert model.output.shape == (None, 10)
@@ -301,6 +302,13 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["weight_decay"]) == ("cifar", "sgd", 0.02, 5e-4)
+    # colour datasets: also the best checkpoint's accuracy with test-time flip averaging
+    from kcnn.evaluation import load_split_arrays, predict_probs
+
+    images, labels = load_split_arrays("cifar10", "test", fake_data_dir)
+    probs = predict_probs(keras.saving.load_model(out / "model.keras"), images, tta="flip")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_accuracy_tta_flip"] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
 
 
 def test_seed_recipe_from_the_command_line_sets_its_batch_size_and_augmentation(fake_data_dir, tmp_path):
