@@ -77,7 +77,8 @@ def main():
               help="Images per optimizer step [default: the recipe's].")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
               help="Training recipe: digits (Adam 2e-3 one-cycle, small affine augmentation), cifar "
-                   "(SGD Nesterov 0.05 one-cycle, weight decay 5e-4, pad-4 crop + flip), all batch 128; "
+                   "(Adam 2e-3 one-cycle, horizontal flips), cifar_sgd (SGD Nesterov 0.05 one-cycle, "
+                   "weight decay 5e-4, pad-4 crop + flip), all batch 128; "
                    "or seed (the seeds' plain setup: Adam 1e-3 constant, no augmentation, batch 64) "
                    "[default: digits for gray datasets, cifar for colour ones].")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
@@ -91,7 +92,7 @@ def main():
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
               help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, shift "
                    "(±2 whole pixels), affine (rotation, shift, zoom for digits) or none [default: the recipe's: "
-                   "crop_flip for colour datasets, affine for gray ones, none for seed].")
+                   "flip for cifar, crop_flip for cifar_sgd, affine for digits, none for seed].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
               help="Fraction of the train split held out for validation.")

@@ -287,11 +287,12 @@ def test_recipes_follow_the_dataset_and_options_override_them():
                                                               augment=False, batch_size=64)
     assert resolve_recipe((28, 28, 1), recipe="seed", batch_size=32)["batch_size"] == 32
     cifar = resolve_recipe((32, 32, 3))
-    assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["weight_decay"]) == ("cifar", "sgd", 0.05, 5e-4)
+    assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["augment"]) == ("cifar", "adam", 2e-3, "flip")
     assert resolve_recipe((32, 32, 3), lr=0.1, augment=False)["lr"] == 0.1
     assert resolve_recipe((28, 28, 1), optimizer="sgd")["lr"] == 0.05  # the optimizer's own default
-    assert resolve_recipe((28, 28, 1), recipe="cifar")["optimizer"] == "sgd"
-    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, cifar, seed. Received: recipe='fast'"):
+    assert resolve_recipe((28, 28, 1), recipe="cifar_sgd")["optimizer"] == "sgd"
+    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, cifar, cifar_sgd, seed. "
+                                         "Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
@@ -301,7 +302,7 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
                      "--lr", "0.02", *FAST)
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "config.json").read_text())["settings"]
-    assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["weight_decay"]) == ("cifar", "sgd", 0.02, 5e-4)
+    assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["augment"]) == ("cifar", "adam", 0.02, "flip")
     # colour datasets: also the best checkpoint's accuracy with test-time flip averaging
     from kcnn.evaluation import load_split_arrays, predict_probs
 
