@@ -188,12 +188,17 @@ def _write_json(path: Path, obj) -> None:
 
 
 def read_history(path: Path) -> list[dict]:
-    """Rows of a ``history.csv`` as dicts of floats (``epoch`` as int)."""
+    """Rows of a ``history.csv`` as dicts of floats (``epoch`` as int).
+
+    Cells ``CSVLogger`` writes as ``NA`` (its ``val_*`` columns when a run has no
+    validation split) are left out of their row.
+    """
     if not path.exists():
         return []
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items()} for row in rows]
+    return [{k: (int(v) if k == "epoch" else float(v)) for k, v in row.items() if v not in ("NA", "")}
+            for row in rows]
 
 
 def _truncate_history(path: Path, epochs_done: int) -> None:

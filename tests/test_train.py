@@ -41,6 +41,18 @@ def test_cli_train_writes_the_run_folder(fake_data_dir, tmp_path):
     assert model.output.shape == (None, 10)
 
 
+def test_a_run_without_validation_split_finishes_and_picks_the_checkpoint_by_train_accuracy(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "mnist", "--epochs", "2", "--data-dir", fake_data_dir, "--output", str(out),
+                     "--model", "net24k", "--batch-size", "16", "--val-split", "0")
+    assert result.exit_code == 0, result.output
+    history = read_history(out / "history.csv")  # CSVLogger writes NA in its val_* columns
+    assert [sorted(row) for row in history] == [["accuracy", "epoch", "learning_rate", "loss"]] * 2
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "best_accuracy" in metrics and "by accuracy" in result.output
+    assert (out / "curves.png").exists()
+
+
 def test_default_run_folders_are_numbered(fake_data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for expected in ("mnist-net24k-1", "mnist-net24k-2"):
