@@ -48,6 +48,26 @@ def resolve_device(device: str = "auto") -> str:
     return f"cuda:{index}"
 
 
+def describe_device(device_name: str) -> str:
+    """A human name for a resolved device, for logs and results tables.
+
+    Args:
+        device_name: ``"cpu"`` or ``"cuda:N"``, as :func:`resolve_device` returns.
+
+    Returns:
+        The GPU's name as torch reports it (``"NVIDIA H100 80GB HBM3"``), or
+        ``"CPU, N cores"`` with N the cores this process may use.
+    """
+    if device_name.startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(device_name)
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU, {cores} cores"
+
+
 def runtime_versions() -> dict:
     """Versions of the libraries a run depends on, for logs and config files."""
     import platform

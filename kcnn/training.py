@@ -472,7 +472,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     import keras
 
     from kcnn import data, figures, models
-    from kcnn.device import runtime_versions
+    from kcnn.device import describe_device, runtime_versions
     from kcnn.evaluation import evaluate, load_split_arrays, predict_probs
 
     models.check_model_name(model)
@@ -511,8 +511,8 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
 
     config = {
         "settings": settings,
-        "resolved": {"device": device_name, "steps_per_epoch": steps_per_epoch,
-                     "num_train": ds.num_train, "num_val": ds.num_val,
+        "resolved": {"device": device_name, "machine": describe_device(device_name),
+                     "steps_per_epoch": steps_per_epoch, "num_train": ds.num_train, "num_val": ds.num_val,
                      "augmentation": (data.default_augmentation(info) if augment is True
                                       else (augment or "none"))},
         "dataset": {"name": info.name, "version": info.version, "class_names": list(info.class_names),

@@ -27,7 +27,6 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -103,8 +102,19 @@ def _read(folder: Path) -> dict | None:
     if not (folder / "metrics.json").exists():
         return None
     metrics = json.loads((folder / "metrics.json").read_text())
-    metrics["recipe"] = json.loads((folder / "config.json").read_text())["settings"]["recipe"]
+    config = json.loads((folder / "config.json").read_text())
+    metrics["recipe"] = config["settings"]["recipe"]
+    metrics["machine"] = run_machine(config)
     return metrics
+
+
+def run_machine(config: dict) -> str:
+    """Where a run trained: device name and library versions, from its ``config.json``."""
+    resolved, versions = config["resolved"], config["versions"]
+    # runs before config.json named the machine trained on this project's 2-core dev machine's CPU
+    where = resolved.get("machine") or ("CPU" if resolved["device"] == "cpu" else resolved["device"])
+    return (f"{where}; Python {versions['python']}, keras {versions['keras']} ({versions['backend']}), "
+            f"torch {versions['torch']}")
 
 
 def train(row: Row, recipe: str | None, seed: int, data_dir: str | None) -> None:
@@ -130,20 +140,28 @@ def cell(runs: list[dict], metric: str = "test_accuracy") -> str:
 
 
 def minutes(runs: list[dict]) -> str:
-    times = [r["fit_seconds_this_call"] / 60 for r in runs if r.get("fit_seconds_this_call")]
-    return f"{statistics.mean(times):.0f} min" if times else "—"
+    """Mean fit time per run, in minutes, for each machine the runs trained on (machines numbered as in
+    the caption when the table holds runs of several)."""
+    machines = sorted({r["machine"] for rs in _ALL.values() for r in rs})
+    by_machine: dict[str, list[float]] = {}
+    for r in runs:
+        if r.get("fit_seconds_this_call"):
+            by_machine.setdefault(r["machine"], []).append(r["fit_seconds_this_call"] / 60)
+    parts = [f"{statistics.mean(t):.1f} min" + (f" [{machines.index(m) + 1}]" if len(machines) > 1 else "")
+             for m, t in sorted(by_machine.items())]
+    return ", ".join(parts) or "—"
 
 
-def machine() -> str:
-    from kcnn.device import resolve_device  # first: kcnn makes torch Keras' default backend
+def machines_caption() -> str:
+    """The machines of every run in the table: 'M' alone, or '[1] M1; [2] M2' when several."""
+    machines = sorted({r["machine"] for rs in _ALL.values() for r in rs})
+    if len(machines) <= 1:
+        return machines[0] if machines else "no machine yet"
+    return "; ".join(f"[{i}] {m}" for i, m in enumerate(machines, 1))
 
-    import keras
-    import torch
 
-    device = resolve_device("auto")
-    where = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {os.cpu_count()} cores"
-    return (f"{where}; {platform.python_implementation()} {platform.python_version()}, "
-            f"keras {keras.__version__} ({keras.backend.backend()}), torch {torch.__version__}")
+#: Every finished run of the table, by (row name, recipe); filled by :func:`table`.
+_ALL: dict[tuple[str, str | None], list[dict]] = {}
 
 
 def table(rows) -> str:
@@ -152,8 +170,10 @@ def table(rows) -> str:
         "default meets target | fit time per run (seed / default) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
+    _ALL.clear()
+    _ALL.update({(row.name, recipe): read_runs(row, recipe) for row in rows for recipe in RECIPES})
     for row in rows:
-        found = {recipe: read_runs(row, recipe) for recipe in RECIPES}
+        found = {recipe: _ALL[(row.name, recipe)] for recipe in RECIPES}
         default = found[None]
         name = default[0]["recipe"] if default else "default"
         mean = statistics.mean(r[row.metric] for r in default) if default else None
@@ -167,12 +187,13 @@ def table(rows) -> str:
 
 def document(rows) -> str:
     finals = ", ".join(f"{r.dataset} {r.model}" for r in rows if r.final)
+    body = table(rows)
     return (f"Test accuracy of each run's `model.keras` (the epoch of best validation accuracy) on the "
             f"dataset's test split; for the rows whose target is a final figure ({finals}), of the last "
             f"epoch's weights (`final_test_accuracy`). Mean ± sample standard deviation over the seeds run (n), from "
-            f"`scripts/reproduce.py` on {machine()}, data `../shared/tfds` (CIFAR-10 is the JPEG-derived "
-            f"copy). Commands: `kcnn train DATASET --model MODEL --epochs E --seed S [--recipe seed]`.\n\n"
-            + table(rows) + "\n")
+            f"`scripts/reproduce.py`, data `../shared/tfds` (CIFAR-10 is the JPEG-derived copy). Trained on: "
+            f"{machines_caption()}. Commands: `kcnn train DATASET --model MODEL --epochs E --seed S "
+            f"[--recipe seed]`.\n\n" + body + "\n")
 
 
 def write_readme(readme: Path, text: str) -> None:

@@ -17,10 +17,15 @@ spec.loader.exec_module(reproduce)
 ROW = reproduce.Row("mnist", "net24k", 10, "99.26% best / 99.13% final", 0.994, 3)
 
 
-def fake_run(runs, recipe, seed, accuracy, recipe_name, seconds=60.0, final=None):
+VERSIONS = {"python": "3.11.7", "keras": "3.15.1", "backend": "torch", "torch": "2.13.0+cpu"}
+
+
+def fake_run(runs, recipe, seed, accuracy, recipe_name, seconds=60.0, final=None, machine="CPU, 2 cores"):
     folder = runs / reproduce.run_name(ROW, recipe, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "config.json").write_text(json.dumps({"settings": {"recipe": recipe_name}}))
+    (folder / "config.json").write_text(json.dumps({
+        "settings": {"recipe": recipe_name}, "versions": VERSIONS,
+        "resolved": {"device": "cpu" if machine.startswith("CPU") else "cuda:0", "machine": machine}}))
     metrics = {"test_accuracy": accuracy, "fit_seconds_this_call": seconds}
     if final is not None:
         metrics["final_test_accuracy"] = final
@@ -51,7 +56,9 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
     assert cells[5] == "not run"
     assert cells[6] == "99.50% ± 0.10 (n=3, min 99.40%) (`digits`)"
     assert cells[7] == "yes"
-    assert cells[8] == "— / 3 min"
+    assert cells[8] == "— / 3.3 min"
+    assert "Trained on: CPU, 2 cores; Python 3.11.7, keras 3.15.1 (torch), torch 2.13.0+cpu." in (
+        reproduce.document([ROW]))
 
     fake_run(tmp_path, "seed", 0, 0.9913, "seed")
     cells = [c.strip() for c in reproduce.table([dataclasses.replace(ROW, target=0.996)]).splitlines()[-1]
@@ -88,3 +95,15 @@ def test_a_final_figure_row_reports_the_last_epochs_accuracy(tmp_path, monkeypat
     assert cells[7] == "yes"
     assert "last epoch's weights" in reproduce.document([final_row])
     assert [r.name for r in reproduce.ROWS if r.final] == ["mnist:net24k:10"]
+
+
+def test_runs_from_several_machines_are_numbered_in_the_caption_and_timed_apart(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    fake_run(tmp_path, None, 0, 0.9940, "digits", 600)
+    fake_run(tmp_path, None, 1, 0.9950, "digits", 30, machine="NVIDIA H100 80GB HBM3")
+    fake_run(tmp_path, None, 2, 0.9960, "digits", 90, machine="NVIDIA H100 80GB HBM3")
+    document = reproduce.document([ROW])
+    assert ("Trained on: [1] CPU, 2 cores; Python 3.11.7, keras 3.15.1 (torch), torch 2.13.0+cpu; "
+            "[2] NVIDIA H100 80GB HBM3; Python 3.11.7") in document
+    cells = [c.strip() for c in document.strip().splitlines()[-1].strip("|").split("|")]
+    assert cells[8] == "— / 10.0 min [1], 1.0 min [2]"

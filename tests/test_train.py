@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 
@@ -26,12 +27,15 @@ def test_cli_train_writes_the_run_folder(fake_data_dir, tmp_path):
     result = run_cli("train", "mnist", "--epochs", "2", "--data-dir", fake_data_dir,
                      "--output", str(out), *FAST)
     assert result.exit_code == 0, result.output
-    assert "backend torch | device cpu" in result.output
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"  # --device auto
+    assert f"backend torch | device {device}" in result.output
     assert {"model.keras", "history.csv", "config.json", "metrics.json"} <= {p.name for p in out.iterdir()}
     assert not (out / "backup").exists()
     assert [r["epoch"] for r in read_history(out / "history.csv")] == [0, 1]
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["epochs"] == 2 and config["resolved"]["num_train"] == 72
+    machine = config["resolved"]["machine"]
+    assert machine == torch.cuda.get_device_name(0) if device != "cpu" else re.fullmatch(r"CPU, \d+ cores", machine)
     assert config["versions"]["keras"] == keras.__version__
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_examples"] == 32
@@ -156,6 +160,25 @@ def test_cuda_request_without_cuda_is_an_error(fake_data_dir, tmp_path):
                      "--output", str(tmp_path / "r"))
     assert result.exit_code == 2
     assert "device 'cuda' was requested but torch" in result.output and "sees no CUDA device" in result.output
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_places_the_weights_on_the_gpu_and_the_file_loads_on_cpu(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "mnist", "--epochs", "1", "--device", "cuda", "--data-dir", fake_data_dir,
+                     "--output", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    assert "| device cuda:0 |" in result.output
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    with keras.device("cuda:0"):
+        gpu_model = keras.saving.load_model(out / "model.keras")
+        assert {str(w.value.device) for w in gpu_model.weights} == {"cuda:0"}
+        gpu_probs = keras.ops.convert_to_numpy(gpu_model(images, training=False))
+    with keras.device("cpu"):
+        cpu_model = keras.saving.load_model(out / "model.keras")
+        assert {str(w.value.device) for w in cpu_model.weights} == {"cpu"}
+        cpu_probs = keras.ops.convert_to_numpy(cpu_model(images, training=False))
+    np.testing.assert_allclose(gpu_probs, cpu_probs, atol=2e-3)  # cuDNN may convolve in TF32
 
 
 def test_help_imports_no_heavy_library():
