@@ -244,6 +244,21 @@ def make_augmentation(policy: str, seed: int | None = None):
 _DRAWS_PER_BATCH, _DRAWS_PER_EPOCH = 2**6, 2**30
 
 
+def _build_eagerly(augmentation, image_shape) -> None:
+    """Build ``augmentation`` and its layers with one eager call on a zero image ``(1, *image_shape)``.
+
+    Left unbuilt, Keras builds a layer on its first call by running it on
+    placeholder tensors under a ``StatelessScope``; inside a ``tf.data`` trace on
+    the torch backend with a CUDA default device that run fails, and the
+    TensorFlow-side ``SeedGenerator`` it made on the way stays uninitialized: the
+    trace then fails with "'NoneType' object has no attribute 'assign'".
+    """
+    import numpy as np
+
+    if not augmentation.built:
+        augmentation(np.zeros((1, *image_shape), "float32"), training=False)
+
+
 def _seed_generators(augmentation, images) -> list:
     """The TensorFlow-side ``SeedGenerator`` of each random layer of ``augmentation``.
 
@@ -299,6 +314,8 @@ def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, see
             order = tf.random.shuffle(indices)
         return tf.data.Dataset.from_tensor_slices(order)
 
+    if augmentation is not None:
+        _build_eagerly(augmentation, images.shape[1:])
     # The flat_map makes each pass (each Keras epoch) read the epoch variable anew.
     order = tf.data.Dataset.range(1).flat_map(one_pass).apply(tf.data.experimental.assert_cardinality(count))
     generators = _seed_generators(augmentation, images) if keyed and augmentation is not None else []

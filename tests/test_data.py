@@ -1,5 +1,6 @@
 """Input pipelines: split slicing, tf.data shapes and dtypes, augmentation, the no-data error."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -31,11 +32,31 @@ def test_pipeline_on_mock_data_gives_uint8_batches(name, shape, policy):
         assert labels.dtype.name == "int64"
 
 
+@pytest.mark.parametrize("policy", ["flip", "crop_flip", "shift", "affine"])
+def test_pipeline_builds_its_augmentation_when_torchs_default_device_cannot_reach_tensorflow(policy, monkeypatch):
+    """On a CUDA machine Keras' build-by-running of an unbuilt layer inside the tf.data trace fails and left
+    the TensorFlow-side seed generators uninitialized ("'NoneType' object has no attribute 'assign'").
+    Torch's "meta" device fails the same way on any machine, so this test runs without a GPU."""
+    import keras.src.backend.torch.core as torch_core
+    import tensorflow as tf
+
+    monkeypatch.setattr(torch_core, "DEFAULT_DEVICE", "meta")
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    ds = tf.data.Dataset.from_tensor_slices((images, np.arange(8, dtype=np.int64)))
+    for seed in (0, None):
+        pipeline = data.make_pipeline(ds, batch_size=4, training=True, seed=seed,
+                                      augmentation=data.make_augmentation(policy, seed=seed))
+        batches = [(x.numpy(), y.numpy()) for x, y in pipeline]
+        assert [x.shape for x, _ in batches] == [(4, 28, 28, 1)] * 2
+        assert sorted(np.concatenate([y for _, y in batches])) == list(range(8))
+
+
 def test_augmentation_changes_images_per_example():
     import tensorflow as tf
 
     images = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3)).astype("float32")
-    out = data.make_augmentation("crop_flip", seed=3)(tf.constant(images), training=True).numpy()
+    augmented = data.make_augmentation("crop_flip", seed=3)(tf.constant(images), training=True)
+    out = keras.ops.convert_to_numpy(augmented)  # a torch tensor, on the GPU where there is one
     assert out.shape == images.shape
     changed = [not np.array_equal(out[i], images[i]) for i in range(16)]
     assert 0 < sum(changed)  # something moved
@@ -47,7 +68,8 @@ def test_shift_moves_each_digit_by_at_most_two_whole_pixels_with_zero_fill():
     import tensorflow as tf
 
     images = np.random.default_rng(1).integers(1, 256, (32, 28, 28, 1)).astype("float32")
-    out = data.make_augmentation("shift", seed=5)(tf.constant(images), training=True).numpy()
+    augmented = data.make_augmentation("shift", seed=5)(tf.constant(images), training=True)
+    out = keras.ops.convert_to_numpy(augmented)  # a torch tensor, on the GPU where there is one
 
     def shifted(image, dy, dx):
         padded = np.pad(image, ((2, 2), (2, 2), (0, 0)))
@@ -121,7 +143,8 @@ def test_augmentation_layers_draw_independent_numbers():
     # Equal seeds in RandomTranslation and RandomFlip would tie flips to vertical shifts.
     images = np.zeros((256, 32, 32, 3), "float32")
     images[:, 16, 8] = 255.0  # one bright pixel left of centre
-    out = data.make_augmentation("crop_flip", seed=0)(tf.constant(images), training=True).numpy()
+    augmented = data.make_augmentation("crop_flip", seed=0)(tf.constant(images), training=True)
+    out = keras.ops.convert_to_numpy(augmented)  # a torch tensor, on the GPU where there is one
     rows, cols = [], []
     for image in out[..., 0]:
         found = np.argwhere(image == 255.0)
