@@ -15,7 +15,7 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
 
     The card holds: dataset and TFDS version, class names in output order, input
     shape and dtype, what the output is, test accuracy and loss, epochs, the
-    command that trained it, kcnn/keras/torch versions and the date.
+    command that trained it, the machine it trained on, kcnn/keras/torch versions and the date.
 
     Raises:
         FileNotFoundError: ``run_dir`` lacks model.keras, config.json or metrics.json
@@ -54,6 +54,7 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
         "command": settings.get("command") or _command(settings),
         "settings": settings,
         "versions": {k: config["versions"].get(k) for k in ("kcnn", "keras", "torch", "tensorflow")},
+        "trained_on": config.get("resolved", {}).get("machine"),  # None for runs from before it was recorded
         "exported_by": f"kcnn {kcnn.__version__}",
         "date": datetime.date.today().isoformat(),
     }

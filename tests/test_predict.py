@@ -226,7 +226,7 @@ def test_shipped_models_answer_with_no_model_option(tmp_path):
     for stem, path in SHIPPED.items():
         card = json.loads(path.with_suffix(".json").read_text())
         assert {"dataset", "tfds_version", "class_names", "input", "output", "test_accuracy",
-                "test_loss", "epochs", "command", "versions", "date"} <= set(card)
+                "test_loss", "epochs", "command", "versions", "trained_on", "date"} <= set(card)
         assert path.stat().st_size < 5_000_000
 
 

@@ -181,6 +181,33 @@ def test_cuda_training_places_the_weights_on_the_gpu_and_the_file_loads_on_cpu(f
     np.testing.assert_allclose(gpu_probs, cpu_probs, atol=2e-3)  # cuDNN may convolve in TF32
 
 
+def original_has_optimizer(path):
+    return getattr(keras.saving.load_model(path), "optimizer", None) is not None
+
+
+def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli("train", "mnist", "--epochs", "1", "--data-dir", fake_data_dir, "--output", str(out),
+                   *FAST).exit_code == 0
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    result = run_cli("export", str(unfinished), str(tmp_path / "x.keras"))
+    assert result.exit_code == 2 and f"{unfinished / 'model.keras'}: missing; is the run finished?" in result.output
+    result = run_cli("export", str(out), str(tmp_path / "shipped" / "digits.keras"))
+    assert result.exit_code == 0, result.output
+    exported = keras.saving.load_model(tmp_path / "shipped" / "digits.keras")
+    assert getattr(exported, "optimizer", None) is None and original_has_optimizer(out / "model.keras")
+    images = np.random.default_rng(0).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    original = keras.saving.load_model(out / "model.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(exported(images)),
+                               keras.ops.convert_to_numpy(original(images)), atol=1e-6)
+    card = json.loads((tmp_path / "shipped" / "digits.json").read_text())
+    config, metrics = (json.loads((out / f).read_text()) for f in ("config.json", "metrics.json"))
+    assert card["trained_on"] == config["resolved"]["machine"]
+    assert (card["test_accuracy"], card["dataset"], card["model"]) == (metrics["test_accuracy"], "mnist", "net24k")
+    assert card["command"].startswith("kcnn train mnist --recipe digits --model net24k --epochs 1 --batch-size 16")
+
+
 def test_help_imports_no_heavy_library():
     code = ("import sys; from click.testing import CliRunner; from kcnn.cli import main; "
             "r = CliRunner().invoke(main, ['train', '--help']); assert r.exit_code == 0; "
@@ -276,9 +303,11 @@ def test_interrupted_run_on_real_mnist_ends_where_the_uninterrupted_one_does(rea
         train("mnist", output=str(tmp_path / "run"), callbacks=[InterruptAt(1)], **kwargs)
     resumed = train("mnist", output=str(tmp_path / "run"), **kwargs)
     assert resumed.resumed_from_epoch == 1
-    # The bar is 0.3 points; keyed random streams make it match exactly.
+    # The bar is 0.3 points; keyed random streams make it match exactly on CPU. On CUDA, cuDNN's
+    # nondeterministic kernels leave last digits to chance (an H100 gave 98.03% resumed vs 98.09% straight).
     assert abs(resumed.metrics["test_accuracy"] - straight.metrics["test_accuracy"]) <= 0.003
-    assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]
+    if not torch.cuda.is_available():
+        assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]
 
 
 
