@@ -34,9 +34,9 @@ def test_pipeline_on_mock_data_gives_uint8_batches(name, shape, policy):
 
 @pytest.mark.parametrize("policy", ["flip", "crop_flip", "shift", "affine"])
 def test_pipeline_builds_its_augmentation_when_torchs_default_device_cannot_reach_tensorflow(policy, monkeypatch):
-    """On a CUDA machine Keras' build-by-running of an unbuilt layer inside the tf.data trace fails and left
-    the TensorFlow-side seed generators uninitialized ("'NoneType' object has no attribute 'assign'").
-    Torch's "meta" device fails the same way on any machine, so this test runs without a GPU."""
+    """On a CUDA machine, Keras' build-by-running of an unbuilt layer inside the tf.data trace failed, leaving
+    the TensorFlow-side seed generators uninitialized ("'NoneType' object has no attribute 'assign'", seen on
+    an H100). Torch's "meta" device fails the same way on any machine, so this test needs no GPU."""
     import keras.src.backend.torch.core as torch_core
     import tensorflow as tf
 

@@ -35,7 +35,10 @@ def test_cli_train_writes_the_run_folder(fake_data_dir, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["epochs"] == 2 and config["resolved"]["num_train"] == 72
     machine = config["resolved"]["machine"]
-    assert machine == torch.cuda.get_device_name(0) if device != "cpu" else re.fullmatch(r"CPU, \d+ cores", machine)
+    if device == "cpu":
+        assert re.fullmatch(r"CPU, \d+ cores", machine), machine
+    else:
+        assert machine == torch.cuda.get_device_name(0)
     assert config["versions"]["keras"] == keras.__version__
     metrics = json.loads((out / "metrics.json").read_text())
     assert 0.0 <= metrics["test_accuracy"] <= 1.0 and metrics["test_examples"] == 32
