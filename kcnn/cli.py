@@ -80,7 +80,7 @@ def main():
                    "(Adam 2e-3 one-cycle, horizontal flips), cifar_sgd (SGD Nesterov 0.05 one-cycle, "
                    "weight decay 5e-4, pad-4 crop + flip), all batch 128; "
                    "or seed (the seeds' plain setup: Adam 1e-3 constant, no augmentation, batch 64) "
-                   "[default: digits for gray datasets, cifar for colour ones].")
+                   "[default: digits for MNIST, cifar for Fashion-MNIST and colour datasets].")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
               help="Peak learning rate [default: the recipe's].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,

@@ -197,7 +197,7 @@ def make_augmentation(policy: str, seed: int | None = None):
             28x28), rounded to whole pixels, zero fill; the light augmentation
             for small digit networks that underfit under ``"affine"``.
         ``"affine"``: small rotation (±10°), shift (±10%) and zoom (±10%), no
-            flips (digits and clothes are not mirror-symmetric).
+            flips (digits are not mirror-symmetric).
         ``"none"``: returns ``None``.
 
     The layers run inside ``tf.data.map`` (Keras switches them to TensorFlow

@@ -55,10 +55,13 @@ def _store(data_dir, name, version, shape, class_names, sizes, seed=0, with_id=F
 
 @pytest.fixture(scope="session")
 def fake_data_dir(tmp_path_factory):
-    """A TFDS data_dir with tiny random ``mnist`` (28x28x1) and ``cifar10`` (32x32x3), prepared by TFDS itself."""
+    """A TFDS data_dir with tiny random ``mnist``, ``fashion_mnist`` (28x28x1) and ``cifar10`` (32x32x3), prepared by TFDS itself."""
     data_dir = tmp_path_factory.mktemp("tfds")
     _store(data_dir, "mnist", "3.0.1", (28, 28, 1), [str(i) for i in range(10)],
            {"train": 96, "test": 32})
+    _store(data_dir, "fashion_mnist", "3.0.1", (28, 28, 1),
+           ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+           {"train": 32, "test": 16}, seed=2)
     _store(data_dir, "cifar10", "3.0.2", (32, 32, 3),
            ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
            {"train": 64, "test": 32}, seed=1, with_id=True)

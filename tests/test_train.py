@@ -358,6 +358,9 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((32, 32, 3), lr=0.1, augment=False)["lr"] == 0.1
     assert resolve_recipe((28, 28, 1), optimizer="sgd")["lr"] == 0.05  # the optimizer's own default
     assert resolve_recipe((28, 28, 1), recipe="cifar_sgd")["optimizer"] == "sgd"
+    assert resolve_recipe((28, 28, 1), dataset="mnist")["recipe"] == "digits"
+    assert resolve_recipe((28, 28, 1), dataset="fashion_mnist")["recipe"] == "cifar"  # clothes mirror; digits do not
+    assert resolve_recipe((28, 28, 1), "digits", "fashion_mnist")["recipe"] == "digits"  # --recipe wins
     with pytest.raises(ValueError, match="Unknown recipe; valid: digits, cifar, cifar_sgd, seed. "
                                          "Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
@@ -377,6 +380,16 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     probs = predict_probs(keras.saving.load_model(out / "model.keras"), images, tta="flip")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy_tta_flip"] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
+
+
+def test_fashion_mnist_trains_with_flips_by_default_and_reports_flip_averaging(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "fashion_mnist", "--epochs", "1", "--data-dir", fake_data_dir, "--output", str(out),
+                     *FAST)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["settings"]["recipe"], config["resolved"]["augmentation"]) == ("cifar", "flip")
+    assert 0.0 <= json.loads((out / "metrics.json").read_text())["test_accuracy_tta_flip"] <= 1.0
 
 
 def test_seed_recipe_from_the_command_line_sets_its_batch_size_and_augmentation(fake_data_dir, tmp_path):
