@@ -241,6 +241,20 @@ def _identity(config: dict) -> dict:
     return {k: v for k, v in config["settings"].items() if k not in _NOT_IDENTITY}
 
 
+def _differences(folder: Path, identity: dict) -> str:
+    """Which settings of the run in ``folder`` differ from ``identity``, as "key: saved there, KEY here; ...".
+
+    Falls back to naming ``folder/config.json`` when it cannot be read.
+    """
+    cfg = folder / "config.json"
+    try:
+        saved = _identity(json.loads(cfg.read_text()))
+    except (ValueError, KeyError):
+        return f"{cfg} unreadable"
+    keys = [k for k in {**saved, **identity} if saved.get(k) != identity.get(k)]
+    return "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} here" for k in keys)
+
+
 def _next_run_dir(root: Path, stem: str) -> Path:
     pattern = re.compile(rf"^{re.escape(stem)}-(\d+)$")
     numbers = [int(m.group(1)) for p in root.glob(f"{stem}-*") if (m := pattern.match(p.name))]
@@ -299,7 +313,7 @@ def resolve_run_dir(settings: dict, output: str | None, overwrite: bool = False)
         )
     if current == "other":
         raise RunFolderError(
-            f"{folder} holds a run with other settings ({folder / 'config.json'}); "
+            f"{folder} holds a run with other settings ({_differences(folder, identity)}); "
             "choose another --output or pass --overwrite"
         )
     return folder, False

@@ -105,7 +105,9 @@ def test_finished_or_foreign_run_folder_is_refused(fake_data_dir, tmp_path):
     assert again.exit_code == 2
     assert "already holds a finished run" in again.output and "--overwrite" in again.output
     other = run_cli("train", "mnist", "--epochs", "2", "--data-dir", fake_data_dir, "--output", out, *FAST)
-    assert other.exit_code == 2 and "holds a run with other settings" in other.output
+    assert other.exit_code == 2
+    assert f"{out} holds a run with other settings (epochs: 1 there, 2 here); choose another --output" in (
+        " ".join(other.output.split()))
     redo = run_cli("train", "mnist", "--epochs", "2", "--data-dir", fake_data_dir, "--output", out,
                    "--overwrite", *FAST)
     assert redo.exit_code == 0, redo.output
