@@ -241,16 +241,22 @@ def _identity(config: dict) -> dict:
     return {k: v for k, v in config["settings"].items() if k not in _NOT_IDENTITY}
 
 
+def _saved_identity(folder: Path) -> dict | None:
+    """The :func:`_identity` of the run in ``folder``; None when its config.json is not valid run JSON."""
+    try:
+        return _identity(json.loads((folder / "config.json").read_text()))
+    except (ValueError, KeyError):
+        return None
+
+
 def _differences(folder: Path, identity: dict) -> str:
     """Which settings of the run in ``folder`` differ from ``identity``, as "key: saved there, KEY here; ...".
 
     Falls back to naming ``folder/config.json`` when it cannot be read.
     """
-    cfg = folder / "config.json"
-    try:
-        saved = _identity(json.loads(cfg.read_text()))
-    except (ValueError, KeyError):
-        return f"{cfg} unreadable"
+    saved = _saved_identity(folder)
+    if saved is None:
+        return f"{folder / 'config.json'} unreadable"
     keys = [k for k in {**saved, **identity} if saved.get(k) != identity.get(k)]
     return "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} here" for k in keys)
 
@@ -279,14 +285,9 @@ def resolve_run_dir(settings: dict, output: str | None, overwrite: bool = False)
     identity = {k: v for k, v in settings.items() if k not in _NOT_IDENTITY}
 
     def state(folder: Path):
-        cfg = folder / "config.json"
-        if not cfg.exists():
+        if not (folder / "config.json").exists():
             return "empty"
-        try:
-            same = _identity(json.loads(cfg.read_text())) == identity
-        except (ValueError, KeyError):
-            same = False
-        if not same:
+        if _saved_identity(folder) != identity:
             return "other"
         return "finished" if (folder / "metrics.json").exists() else "unfinished"
 
