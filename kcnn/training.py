@@ -44,27 +44,29 @@ DEFAULTS = dict(
 )
 #: Named training recipes: optimizer, peak learning rate (per step), schedule, decoupled
 #: weight decay (per step, as a fraction of lr), augmentation (True = the dataset's
-#: default policy, or a name of kcnn.data.AUGMENTATIONS) and batch size (images per step).
+#: default policy, or a name of kcnn.data.AUGMENTATIONS), batch size (images per step)
+#: and label smoothing (the fraction of each one-hot target spread evenly over the classes,
+#: Szegedy et al. 2016, "Rethinking the Inception Architecture", section 7).
 #: Without --recipe a dataset gets :func:`default_recipe`: "digits" for MNIST, "cifar" for
 #: Fashion-MNIST and colour datasets; explicit options override single settings.
 RECIPES = {
     # Adam, one-cycle to 2e-3, small affine augmentation.
     "digits": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment=True,
-                   batch_size=128),
+                   batch_size=128, label_smoothing=0.0),
     # Adam, one-cycle to 2e-3, horizontal flips only. On CIFAR-10 cnn3 (seed 0, one run each,
     # README "Single runs") it beat cifar_sgd: 74.98% vs 71.22% in 5 epochs; 81.00% in 15.
     "cifar": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment="flip",
-                  batch_size=128),
+                  batch_size=128, label_smoothing=0.0),
     # SGD with Nesterov momentum 0.9, one-cycle to 0.05, weight decay 5e-4, pad-4 crop + flip
     # (kcnn's colour default until the models took PyTorch's initialization).
     "cifar_sgd": dict(optimizer="sgd", lr=0.05, lr_schedule="onecycle", weight_decay=5e-4, augment=True,
-                      batch_size=128),
+                      batch_size=128, label_smoothing=0.0),
     # The seeds' plain tutorial setup, the baseline of scripts/reproduce.py: Adam at
     # Keras' default 1e-3, constant, no augmentation, no weight decay, batch 64. The
     # seeds' own optimizer settings are not recorded anywhere kcnn can read, so this is
     # the common setup of such tutorials, not a verified copy of each seed.
     "seed": dict(optimizer="adam", lr=1e-3, lr_schedule="constant", weight_decay=0.0, augment=False,
-                 batch_size=64),
+                 batch_size=64, label_smoothing=0.0),
 }
 #: Peak learning rate for an optimizer chosen over the recipe's, when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
@@ -78,6 +80,8 @@ ONECYCLE_WARMUP = 0.2
 STEP_BOUNDARIES, STEP_FACTOR = (0.5, 0.75), 0.1
 #: Settings that do not change what a run computes; they may differ on resume.
 _NOT_IDENTITY = ("device", "data_dir", "output", "verbose")
+#: Settings added after run folders were first written, with the value older folders trained with.
+_ADDED_SETTINGS = {"label_smoothing": 0.0}
 
 
 #: Default recipes that differ from the image-shape rule of :func:`default_recipe`.
@@ -199,6 +203,31 @@ def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0):
     raise ValueError(f"Unknown optimizer; valid: {', '.join(OPTIMIZERS)}. Received: optimizer={name!r}")
 
 
+def make_loss(label_smoothing: float = 0.0):
+    """The training loss and accuracy metric, ``(loss, metric)``.
+
+    0: ``sparse_categorical_crossentropy`` on integer labels ``(batch,)``. Above 0:
+    ``keras.losses.CategoricalCrossentropy(label_smoothing=...)``, which needs one-hot
+    labels ``(batch, num_classes)``, with ``categorical_accuracy`` logged as ``accuracy``.
+    """
+    import keras
+
+    if not label_smoothing:
+        return "sparse_categorical_crossentropy", "accuracy"
+    return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
+            keras.metrics.CategoricalAccuracy(name="accuracy"))
+
+
+def _one_hot_labels(dataset, num_classes: int):
+    """``(images, labels (batch,))`` batches as ``(images, one_hot (batch, num_classes) float32)``; None stays None."""
+    if dataset is None:
+        return None
+    import tensorflow as tf
+
+    return dataset.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)),
+                       num_parallel_calls=tf.data.AUTOTUNE)
+
+
 def _write_json(path: Path, obj) -> None:
     """Write JSON to a temporary file in the same folder, then rename into place."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -238,7 +267,9 @@ def _truncate_history(path: Path, epochs_done: int) -> None:
 
 
 def _identity(config: dict) -> dict:
-    return {k: v for k, v in config["settings"].items() if k not in _NOT_IDENTITY}
+    """The settings that decide what a run computes; a setting an older folder lacks gets its old value."""
+    settings = {**_ADDED_SETTINGS, **config["settings"]}
+    return {k: v for k, v in settings.items() if k not in _NOT_IDENTITY}
 
 
 def _saved_identity(folder: Path) -> dict | None:
@@ -282,7 +313,7 @@ def resolve_run_dir(settings: dict, output: str | None, overwrite: bool = False)
         RunFolderError: ``output`` holds a finished run or a run with other
             settings, and ``overwrite`` is False.
     """
-    identity = {k: v for k, v in settings.items() if k not in _NOT_IDENTITY}
+    identity = _identity({"settings": settings})
 
     def state(folder: Path):
         if not (folder / "config.json").exists():
@@ -453,7 +484,7 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
 def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULTS["epochs"],
           batch_size: int | None = None, recipe: str | None = None, lr: float | None = None,
           optimizer: str | None = None, lr_schedule: str | None = None, weight_decay: float | None = None,
-          val_split: float = DEFAULTS["val_split"], augment: bool | str | None = None,
+          label_smoothing: float | None = None, val_split: float = DEFAULTS["val_split"], augment: bool | str | None = None,
           seed: int = DEFAULTS["seed"], device: str = "auto", mixed_precision: str | None = None,
           data_dir: str | None = None,
           output: str | None = None, overwrite: bool = False, verbose: int | str = "auto", callbacks=(),
@@ -465,13 +496,15 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         model: architecture name from :func:`kcnn.models.list_models`.
         epochs: total epochs (a resumed run trains only the missing ones).
         recipe: a name of :data:`RECIPES`; None = :func:`default_recipe` of the dataset.
-            batch_size, lr, optimizer, lr_schedule, weight_decay and augment default
-            to the recipe's (None).
+            batch_size, lr, optimizer, lr_schedule, weight_decay, label_smoothing and
+            augment default to the recipe's (None).
         batch_size: images per step.
         lr: peak learning rate.
         optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.9).
         lr_schedule: one of :data:`LR_SCHEDULES`.
         weight_decay: decoupled weight decay (0 = off).
+        label_smoothing: in [0, 1): train on targets ``(1 - label_smoothing) * one_hot
+            + label_smoothing / num_classes`` (Keras' ``CategoricalCrossentropy``); 0 = off.
         val_split: fraction of the train split held out for validation (0 = none;
             the checkpoint then tracks training accuracy).
         augment: True (dataset default), False, or a policy of :data:`kcnn.data.AUGMENTATIONS`;
@@ -514,6 +547,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     settings = dict(dataset=dataset, model=model, epochs=int(epochs),
                     **resolve_recipe(info.image_shape, recipe, dataset, optimizer=optimizer, lr=lr,
                                      lr_schedule=lr_schedule, weight_decay=weight_decay, augment=augment,
+                                     label_smoothing=label_smoothing,
                                      batch_size=None if batch_size is None else int(batch_size)),
                     val_split=float(val_split), seed=int(seed), device=device, data_dir=data_dir)
     if mixed_precision is not None:  # absent otherwise, so older run folders still resume
@@ -562,8 +596,10 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     with keras.device(keras_device), _dtype_policy(mixed_precision):
         net = models.create_model(model, info.image_shape, info.num_classes)
         schedule = make_lr_schedule(lr_schedule, peak_lr, steps_per_epoch, epochs)
-        net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay),
-                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        loss, metric = make_loss(settings["label_smoothing"])
+        if settings["label_smoothing"]:
+            ds.train, ds.val = (_one_hot_labels(d, info.num_classes) for d in (ds.train, ds.val))
+        net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay), loss=loss, metrics=[metric])
         divergence, fit_callbacks = _callbacks(run_dir, monitor, best, list(callbacks), ds, seed)
         try:
             net.fit(ds.train, validation_data=ds.val, epochs=epochs, verbose=verbose, shuffle=False,
@@ -660,6 +696,8 @@ def _validate(s: dict) -> None:
     if s.get("mixed_precision", None) not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision must be one of bfloat16, float16 or None. "
                          f"Received: mixed_precision={s['mixed_precision']!r}")
+    if not 0.0 <= s["label_smoothing"] < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={s['label_smoothing']}")
     if s["weight_decay"] < 0:
         raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={s['weight_decay']}")
 

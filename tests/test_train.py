@@ -148,6 +148,7 @@ def test_truncated_or_missing_data_files_are_one_line_naming_the_file(fake_data_
     (["--epochs", "0"], "0 is not in the range x>=1"),
     (["--optimizer", "rmsprop"], "'rmsprop' is not one of 'adam', 'sgd'"),
     (["--val-split", "0.9"], "0.9 is not in the range 0<=x<=0.5"),
+    (["--label-smoothing", "1"], "1.0 is not in the range 0<=x<1"),
 ])
 def test_bad_arguments_exit_2_with_one_message(fake_data_dir, tmp_path, args, message):
     result = run_cli("train", "mnist", "--data-dir", fake_data_dir, "--output", str(tmp_path / "r"), *args)
@@ -350,10 +351,11 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     from kcnn.training import resolve_recipe
 
     assert resolve_recipe((28, 28, 1)) == dict(recipe="digits", optimizer="adam", lr=2e-3, lr_schedule="onecycle",
-                                               weight_decay=0.0, augment=True, batch_size=128)
+                                               weight_decay=0.0, augment=True, batch_size=128,
+                                               label_smoothing=0.0)
     assert resolve_recipe((32, 32, 3), recipe="seed") == dict(recipe="seed", optimizer="adam", lr=1e-3,
                                                               lr_schedule="constant", weight_decay=0.0,
-                                                              augment=False, batch_size=64)
+                                                              augment=False, batch_size=64, label_smoothing=0.0)
     assert resolve_recipe((28, 28, 1), recipe="seed", batch_size=32)["batch_size"] == 32
     cifar = resolve_recipe((32, 32, 3))
     assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["augment"]) == ("cifar", "adam", 2e-3, "flip")
@@ -428,3 +430,35 @@ def test_unknown_mixed_precision_is_one_line_exit_2(fake_data_dir):
     result = CliRunner().invoke(main, ["train", "mnist", "--mixed-precision", "int8", "--data-dir", fake_data_dir])
     assert result.exit_code == 2
     assert "Invalid value for '--mixed-precision': 'int8' is not one of 'bfloat16', 'float16'." in result.output
+
+
+def test_label_smoothing_trains_on_smoothed_targets_and_the_file_loads_compiled_in_plain_keras(fake_data_dir,
+                                                                                               tmp_path):
+    out = tmp_path / "run"
+    result = run_cli("train", "mnist", "--epochs", "1", "--label-smoothing", "0.2", "--data-dir", fake_data_dir,
+                     "--output", str(out), *FAST)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["settings"]["label_smoothing"] == 0.2
+    assert {"accuracy", "val_accuracy"} <= set(read_history(out / "history.csv")[0])
+    model = keras.saving.load_model(out / "model.keras")  # compiled, no kcnn objects needed
+    images = np.random.default_rng(0).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(8) % 10
+    probs = model.predict(images, verbose=0)
+    targets = 0.8 * np.eye(10)[labels] + 0.2 / 10
+    expected = -(targets * np.log(np.clip(probs, 1e-7, 1))).sum(axis=1).mean()
+    loss = model.evaluate(images, np.eye(10, dtype="float32")[labels], verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_a_run_folder_from_before_label_smoothing_still_resumes(fake_data_dir, tmp_path):
+    out = tmp_path / "run"
+    kwargs = dict(model="net24k", epochs=2, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
+                  output=str(out), verbose=0, log=lambda line: None)
+    with pytest.raises(KeyboardInterrupt):
+        train("mnist", callbacks=[InterruptAt(1)], **kwargs)
+    config = json.loads((out / "config.json").read_text())
+    del config["settings"]["label_smoothing"]  # as written before the setting existed
+    (out / "config.json").write_text(json.dumps(config))
+    assert train("mnist", **kwargs).resumed_from_epoch == 1
+    with pytest.raises(ValueError, match=r"label_smoothing: 0.0 there, 0.1 here"):
+        train("mnist", **{**kwargs, "epochs": 2, "label_smoothing": 0.1, "output": str(out)})
