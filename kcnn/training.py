@@ -45,28 +45,29 @@ DEFAULTS = dict(
 #: Named training recipes: optimizer, peak learning rate (per step), schedule, decoupled
 #: weight decay (per step, as a fraction of lr), augmentation (True = the dataset's
 #: default policy, or a name of kcnn.data.AUGMENTATIONS), batch size (images per step)
-#: and label smoothing (the fraction of each one-hot target spread evenly over the classes,
-#: Szegedy et al. 2016, "Rethinking the Inception Architecture", section 7).
+#: label smoothing (the fraction of each one-hot target spread evenly over the classes,
+#: Szegedy et al. 2016, "Rethinking the Inception Architecture", section 7) and ema (the
+#: momentum, per step, of an exponential moving average of the weights; 0 = off).
 #: Without --recipe a dataset gets :func:`default_recipe`: "digits" for MNIST, "cifar" for
 #: Fashion-MNIST and colour datasets; explicit options override single settings.
 RECIPES = {
     # Adam, one-cycle to 2e-3, small affine augmentation.
     "digits": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment=True,
-                   batch_size=128, label_smoothing=0.0),
+                   batch_size=128, label_smoothing=0.0, ema=0.0),
     # Adam, one-cycle to 2e-3, horizontal flips only. On CIFAR-10 cnn3 (seed 0, one run each,
     # README "Single runs") it beat cifar_sgd: 74.98% vs 71.22% in 5 epochs; 81.00% in 15.
     "cifar": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment="flip",
-                  batch_size=128, label_smoothing=0.0),
+                  batch_size=128, label_smoothing=0.0, ema=0.0),
     # SGD with Nesterov momentum 0.9, one-cycle to 0.05, weight decay 5e-4, pad-4 crop + flip
     # (kcnn's colour default until the models took PyTorch's initialization).
     "cifar_sgd": dict(optimizer="sgd", lr=0.05, lr_schedule="onecycle", weight_decay=5e-4, augment=True,
-                      batch_size=128, label_smoothing=0.0),
+                      batch_size=128, label_smoothing=0.0, ema=0.0),
     # The seeds' plain tutorial setup, the baseline of scripts/reproduce.py: Adam at
     # Keras' default 1e-3, constant, no augmentation, no weight decay, batch 64. The
     # seeds' own optimizer settings are not recorded anywhere kcnn can read, so this is
     # the common setup of such tutorials, not a verified copy of each seed.
     "seed": dict(optimizer="adam", lr=1e-3, lr_schedule="constant", weight_decay=0.0, augment=False,
-                 batch_size=64, label_smoothing=0.0),
+                 batch_size=64, label_smoothing=0.0, ema=0.0),
 }
 #: Peak learning rate for an optimizer chosen over the recipe's, when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
@@ -81,7 +82,7 @@ STEP_BOUNDARIES, STEP_FACTOR = (0.5, 0.75), 0.1
 #: Settings that do not change what a run computes; they may differ on resume.
 _NOT_IDENTITY = ("device", "data_dir", "output", "verbose")
 #: Settings added after run folders were first written, with the value older folders trained with.
-_ADDED_SETTINGS = {"label_smoothing": 0.0}
+_ADDED_SETTINGS = {"label_smoothing": 0.0, "ema": 0.0}
 
 
 #: Default recipes that differ from the image-shape rule of :func:`default_recipe`.
@@ -187,19 +188,24 @@ def make_lr_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int):
     )
 
 
-def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0):
+def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0, ema: float = 0.0):
     """``keras.optimizers.Adam`` or ``SGD(momentum=0.9, nesterov=True)``.
+
+    Args:
+        ema: above 0, the optimizer also keeps an exponential moving average of
+            the weights with this momentum per step (Keras' ``use_ema``,
+            ``ema_momentum``; Polyak & Juditsky 1992).
 
     Raises:
         ValueError: unknown optimizer name.
     """
     import keras
 
-    wd = weight_decay or None
+    options = dict(weight_decay=weight_decay or None, use_ema=bool(ema), ema_momentum=ema or 0.99)
     if name == "adam":
-        return keras.optimizers.Adam(learning_rate, weight_decay=wd)
+        return keras.optimizers.Adam(learning_rate, **options)
     if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, weight_decay=wd)
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, **options)
     raise ValueError(f"Unknown optimizer; valid: {', '.join(OPTIMIZERS)}. Received: optimizer={name!r}")
 
 
@@ -351,7 +357,8 @@ def resolve_run_dir(settings: dict, output: str | None, overwrite: bool = False)
     return folder, False
 
 
-def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, datasets=None, seed=0):
+def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, datasets=None, seed=0,
+               ema: bool = False):
     import keras
 
     class EpochSeeding(keras.callbacks.Callback):
@@ -461,6 +468,15 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
             self.restore()
 
     divergence = Divergence()
+    # With EMA, Keras' SwapEMAWeights evaluates the validation split with the averaged
+    # weights and puts them in the model for the checkpoint; right after it, they are
+    # swapped out again, so the backup holds the trained weights and the average as
+    # optimizer state (an exact resume), and the next epoch trains on the trained weights.
+    ema_in, ema_out = [], []
+    if ema:
+        swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
+        ema_in = [swap]
+        ema_out = [keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: swap.on_epoch_begin(epoch + 1))]
     # Order matters: logs are filled (lr) before CSVLogger writes them, and the
     # backup is written last, so a crash in between leaves at most one extra
     # CSV row, which resume drops.
@@ -470,10 +486,12 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
         divergence,
         LearningRateLogger(),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        *ema_in,
         AtomicModelCheckpoint(
             run_dir / "model.keras", monitor=monitor, mode="max", save_best_only=True,
             initial_value_threshold=best_so_far,
         ),
+        *ema_out,
         # double_checkpoint: Keras keeps the previous backup and falls back to it
         # if the latest cannot be read (a crash or full disk while saving).
         BackupUnlessDiverged(str(run_dir / "backup"), double_checkpoint=True, delete_checkpoint=False),
@@ -484,7 +502,8 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
 def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULTS["epochs"],
           batch_size: int | None = None, recipe: str | None = None, lr: float | None = None,
           optimizer: str | None = None, lr_schedule: str | None = None, weight_decay: float | None = None,
-          label_smoothing: float | None = None, val_split: float = DEFAULTS["val_split"], augment: bool | str | None = None,
+          label_smoothing: float | None = None, ema: float | None = None,
+          val_split: float = DEFAULTS["val_split"], augment: bool | str | None = None,
           seed: int = DEFAULTS["seed"], device: str = "auto", mixed_precision: str | None = None,
           data_dir: str | None = None,
           output: str | None = None, overwrite: bool = False, verbose: int | str = "auto", callbacks=(),
@@ -496,8 +515,8 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         model: architecture name from :func:`kcnn.models.list_models`.
         epochs: total epochs (a resumed run trains only the missing ones).
         recipe: a name of :data:`RECIPES`; None = :func:`default_recipe` of the dataset.
-            batch_size, lr, optimizer, lr_schedule, weight_decay, label_smoothing and
-            augment default to the recipe's (None).
+            batch_size, lr, optimizer, lr_schedule, weight_decay, label_smoothing, ema
+            and augment default to the recipe's (None).
         batch_size: images per step.
         lr: peak learning rate.
         optimizer: ``"adam"`` or ``"sgd"`` (Nesterov momentum 0.9).
@@ -505,6 +524,9 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         weight_decay: decoupled weight decay (0 = off).
         label_smoothing: in [0, 1): train on targets ``(1 - label_smoothing) * one_hot
             + label_smoothing / num_classes`` (Keras' ``CategoricalCrossentropy``); 0 = off.
+        ema: in [0, 1): momentum per step of an exponential moving average of the
+            weights (Keras' ``use_ema``); validation, the checkpoint and the final
+            weights use the average, training steps the weights themselves. 0 = off.
         val_split: fraction of the train split held out for validation (0 = none;
             the checkpoint then tracks training accuracy).
         augment: True (dataset default), False, or a policy of :data:`kcnn.data.AUGMENTATIONS`;
@@ -547,7 +569,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     settings = dict(dataset=dataset, model=model, epochs=int(epochs),
                     **resolve_recipe(info.image_shape, recipe, dataset, optimizer=optimizer, lr=lr,
                                      lr_schedule=lr_schedule, weight_decay=weight_decay, augment=augment,
-                                     label_smoothing=label_smoothing,
+                                     label_smoothing=label_smoothing, ema=ema,
                                      batch_size=None if batch_size is None else int(batch_size)),
                     val_split=float(val_split), seed=int(seed), device=device, data_dir=data_dir)
     if mixed_precision is not None:  # absent otherwise, so older run folders still resume
@@ -599,8 +621,10 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         loss, metric = make_loss(settings["label_smoothing"])
         if settings["label_smoothing"]:
             ds.train, ds.val = (_one_hot_labels(d, info.num_classes) for d in (ds.train, ds.val))
-        net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay), loss=loss, metrics=[metric])
-        divergence, fit_callbacks = _callbacks(run_dir, monitor, best, list(callbacks), ds, seed)
+        net.compile(optimizer=make_optimizer(optimizer, schedule, weight_decay, settings["ema"]), loss=loss,
+                    metrics=[metric])
+        divergence, fit_callbacks = _callbacks(run_dir, monitor, best, list(callbacks), ds, seed,
+                                               ema=bool(settings["ema"]))
         try:
             net.fit(ds.train, validation_data=ds.val, epochs=epochs, verbose=verbose, shuffle=False,
                     callbacks=fit_callbacks)
@@ -696,6 +720,8 @@ def _validate(s: dict) -> None:
     if s.get("mixed_precision", None) not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision must be one of bfloat16, float16 or None. "
                          f"Received: mixed_precision={s['mixed_precision']!r}")
+    if not 0.0 <= s["ema"] < 1.0:
+        raise ValueError(f"ema must be in [0, 1). Received: ema={s['ema']}")
     if not 0.0 <= s["label_smoothing"] < 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={s['label_smoothing']}")
     if s["weight_decay"] < 0:

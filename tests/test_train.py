@@ -149,6 +149,7 @@ def test_truncated_or_missing_data_files_are_one_line_naming_the_file(fake_data_
     (["--optimizer", "rmsprop"], "'rmsprop' is not one of 'adam', 'sgd'"),
     (["--val-split", "0.9"], "0.9 is not in the range 0<=x<=0.5"),
     (["--label-smoothing", "1"], "1.0 is not in the range 0<=x<1"),
+    (["--ema", "-0.5"], "-0.5 is not in the range 0<=x<1"),
 ])
 def test_bad_arguments_exit_2_with_one_message(fake_data_dir, tmp_path, args, message):
     result = run_cli("train", "mnist", "--data-dir", fake_data_dir, "--output", str(tmp_path / "r"), *args)
@@ -352,10 +353,11 @@ def test_recipes_follow_the_dataset_and_options_override_them():
 
     assert resolve_recipe((28, 28, 1)) == dict(recipe="digits", optimizer="adam", lr=2e-3, lr_schedule="onecycle",
                                                weight_decay=0.0, augment=True, batch_size=128,
-                                               label_smoothing=0.0)
+                                               label_smoothing=0.0, ema=0.0)
     assert resolve_recipe((32, 32, 3), recipe="seed") == dict(recipe="seed", optimizer="adam", lr=1e-3,
                                                               lr_schedule="constant", weight_decay=0.0,
-                                                              augment=False, batch_size=64, label_smoothing=0.0)
+                                                              augment=False, batch_size=64, label_smoothing=0.0,
+                                                              ema=0.0)
     assert resolve_recipe((28, 28, 1), recipe="seed", batch_size=32)["batch_size"] == 32
     cifar = resolve_recipe((32, 32, 3))
     assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["augment"]) == ("cifar", "adam", 2e-3, "flip")
@@ -462,3 +464,41 @@ def test_a_run_folder_from_before_label_smoothing_still_resumes(fake_data_dir, t
     assert train("mnist", **kwargs).resumed_from_epoch == 1
     with pytest.raises(ValueError, match=r"label_smoothing: 0.0 there, 0.1 here"):
         train("mnist", **{**kwargs, "epochs": 2, "label_smoothing": 0.1, "output": str(out)})
+
+
+class RecordEMA(keras.callbacks.Callback):
+    """Per epoch end: the trained weights and the optimizer's moving averages of them; and
+    reports rising validation accuracy, so every epoch's checkpoint is saved."""
+
+    def __init__(self):
+        super().__init__()
+        self.trained, self.average = {}, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.trained[epoch] = [keras.ops.convert_to_numpy(w) for w in self.model.trainable_weights]
+        self.average[epoch] = [keras.ops.convert_to_numpy(v) for v in self.model.optimizer.variables
+                               if v.path.endswith("_average")]
+        logs["val_accuracy"] = 0.1 * (epoch + 1)
+
+
+def test_ema_checkpoints_the_averaged_weights_and_resumes_exactly(fake_data_dir, tmp_path):
+    kwargs = dict(model="net24k", epochs=2, batch_size=16, val_split=0.25, ema=0.9, data_dir=fake_data_dir,
+                  verbose=0, log=lambda line: None)
+    straight, resumed = RecordEMA(), RecordEMA()
+    train("mnist", output=str(tmp_path / "straight"), callbacks=[straight], **kwargs)
+    with pytest.raises(KeyboardInterrupt):
+        train("mnist", output=str(tmp_path / "run"), callbacks=[RecordEMA(), InterruptAt(1)], **kwargs)
+    train("mnist", output=str(tmp_path / "run"), callbacks=[resumed], **kwargs)
+
+    def saved(folder):
+        return [keras.ops.convert_to_numpy(w) for w in
+                keras.saving.load_model(tmp_path / folder / "model.keras").trainable_weights]
+
+    assert len(straight.average[1]) == len(straight.trained[1]) > 0
+    for checkpoint, average, trained in zip(saved("straight"), straight.average[1], straight.trained[1]):
+        np.testing.assert_array_equal(checkpoint, average)
+        assert not np.array_equal(average, trained)
+    for a, b in zip(resumed.trained[1] + resumed.average[1], straight.trained[1] + straight.average[1]):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(saved("run"), saved("straight")):
+        np.testing.assert_array_equal(a, b)
