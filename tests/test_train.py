@@ -452,18 +452,18 @@ def test_label_smoothing_trains_on_smoothed_targets_and_the_file_loads_compiled_
     assert loss == pytest.approx(expected, rel=1e-4)
 
 
-def test_a_run_folder_from_before_label_smoothing_still_resumes(fake_data_dir, tmp_path):
-    out = tmp_path / "run"
-    kwargs = dict(model="net24k", epochs=2, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
-                  output=str(out), verbose=0, log=lambda line: None)
-    with pytest.raises(KeyboardInterrupt):
-        train("mnist", callbacks=[InterruptAt(1)], **kwargs)
-    config = json.loads((out / "config.json").read_text())
-    del config["settings"]["label_smoothing"]  # as written before the setting existed
-    (out / "config.json").write_text(json.dumps(config))
-    assert train("mnist", **kwargs).resumed_from_epoch == 1
-    with pytest.raises(ValueError, match=r"label_smoothing: 0.0 there, 0.1 here"):
-        train("mnist", **{**kwargs, "epochs": 2, "label_smoothing": 0.1, "output": str(out)})
+def test_a_run_folder_from_before_label_smoothing_and_ema_still_resumes(tmp_path):
+    from kcnn.training import RunFolderError, resolve_recipe, resolve_run_dir
+
+    settings = dict(dataset="mnist", model="cnn3", epochs=2, **resolve_recipe((28, 28, 1)), val_split=0.1,
+                    seed=0, device="auto", data_dir=None)
+    older = {k: v for k, v in settings.items() if k not in ("label_smoothing", "ema")}
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"settings": older}))  # unfinished: no metrics.json
+    assert resolve_run_dir(settings, str(folder)) == (folder, True)
+    with pytest.raises(RunFolderError, match=r"\(ema: 0.0 there, 0.999 here\)"):
+        resolve_run_dir({**settings, "ema": 0.999}, str(folder))
 
 
 class RecordEMA(keras.callbacks.Callback):
