@@ -112,7 +112,8 @@ def main():
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule, weight_decay,
-          label_smoothing, ema, augment, seed, val_split, device, mixed_precision, data_dir, output, overwrite, verbose):
+          label_smoothing, ema, augment, seed, val_split, device, mixed_precision, data_dir, output, overwrite,
+          verbose):
     """Train MODEL on the TFDS dataset DATASET (mnist, fashion_mnist, cifar10, cifar100).
 
     Writes model.keras (best validation accuracy), history.csv, config.json and
@@ -127,7 +128,8 @@ def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule
 
         train_fn(dataset, model=model, epochs=epochs, batch_size=batch_size, recipe=recipe, lr=lr,
                  optimizer=optimizer, lr_schedule=lr_schedule, weight_decay=weight_decay,
-                 label_smoothing=label_smoothing, ema=ema, augment=augment, seed=seed, val_split=val_split, device=device,
+                 label_smoothing=label_smoothing, ema=ema, augment=augment, seed=seed, val_split=val_split,
+                 device=device,
                  mixed_precision=mixed_precision, data_dir=data_dir, output=output, overwrite=overwrite,
                  # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
                  verbose="auto" if sys.stdout.isatty() else 2, log=lambda line: click.echo(line))

@@ -44,7 +44,7 @@ DEFAULTS = dict(
 )
 #: Named training recipes: optimizer, peak learning rate (per step), schedule, decoupled
 #: weight decay (per step, as a fraction of lr), augmentation (True = the dataset's
-#: default policy, or a name of kcnn.data.AUGMENTATIONS), batch size (images per step)
+#: default policy, or a name of kcnn.data.AUGMENTATIONS), batch size (images per step),
 #: label smoothing (the fraction of each one-hot target spread evenly over the classes,
 #: Szegedy et al. 2016, "Rethinking the Inception Architecture", section 7) and ema (the
 #: momentum, per step, of an exponential moving average of the weights; 0 = off).
