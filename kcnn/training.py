@@ -82,7 +82,7 @@ STEP_BOUNDARIES, STEP_FACTOR = (0.5, 0.75), 0.1
 #: Settings that do not change what a run computes; they may differ on resume.
 _NOT_IDENTITY = ("device", "data_dir", "output", "verbose")
 #: Settings added after run folders were first written, with the value older folders trained with.
-_ADDED_SETTINGS = {"label_smoothing": 0.0, "ema": 0.0}
+_ADDED_SETTINGS = {"label_smoothing": 0.0, "ema": 0.0, "mixed_precision": None}
 
 
 #: Default recipes that differ from the image-shape rule of :func:`default_recipe`.
@@ -571,9 +571,8 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
                                      lr_schedule=lr_schedule, weight_decay=weight_decay, augment=augment,
                                      label_smoothing=label_smoothing, ema=ema,
                                      batch_size=None if batch_size is None else int(batch_size)),
-                    val_split=float(val_split), seed=int(seed), device=device, data_dir=data_dir)
-    if mixed_precision is not None:  # absent otherwise, so older run folders still resume
-        settings["mixed_precision"] = mixed_precision
+                    val_split=float(val_split), seed=int(seed), mixed_precision=mixed_precision, device=device,
+                    data_dir=data_dir)
     _validate(settings)
     device_name = resolve_device(device)
     run_dir, resume = resolve_run_dir(settings, output, overwrite)
@@ -717,7 +716,7 @@ def _validate(s: dict) -> None:
                          f"Received: lr_schedule={s['lr_schedule']!r}")
     if not 0.0 <= s["val_split"] <= 0.5:
         raise ValueError(f"val_split must be in [0, 0.5]. Received: val_split={s['val_split']}")
-    if s.get("mixed_precision", None) not in MIXED_PRECISION:
+    if s["mixed_precision"] not in MIXED_PRECISION:
         raise ValueError(f"mixed_precision must be one of bfloat16, float16 or None. "
                          f"Received: mixed_precision={s['mixed_precision']!r}")
     if not 0.0 <= s["ema"] < 1.0:

@@ -452,12 +452,12 @@ def test_label_smoothing_trains_on_smoothed_targets_and_the_file_loads_compiled_
     assert loss == pytest.approx(expected, rel=1e-4)
 
 
-def test_a_run_folder_from_before_label_smoothing_and_ema_still_resumes(tmp_path):
+def test_a_run_folder_from_before_label_smoothing_ema_and_mixed_precision_still_resumes(tmp_path):
     from kcnn.training import RunFolderError, resolve_recipe, resolve_run_dir
 
     settings = dict(dataset="mnist", model="cnn3", epochs=2, **resolve_recipe((28, 28, 1)), val_split=0.1,
-                    seed=0, device="auto", data_dir=None)
-    older = {k: v for k, v in settings.items() if k not in ("label_smoothing", "ema")}
+                    seed=0, mixed_precision=None, device="auto", data_dir=None)
+    older = {k: v for k, v in settings.items() if k not in ("label_smoothing", "ema", "mixed_precision")}
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"settings": older}))  # unfinished: no metrics.json
