@@ -74,8 +74,9 @@ def _command(s: dict) -> str:
              "--seed", str(s["seed"])]
     if s.get("lr") is not None:
         parts += ["--lr", str(s["lr"])]
-    if s.get("weight_decay"):
-        parts += ["--weight-decay", str(s["weight_decay"])]
+    for key in ("weight_decay", "label_smoothing", "ema", "mixed_precision"):  # left out when 0 or None
+        if s.get(key):
+            parts += [f"--{key.replace('_', '-')}", str(s[key])]
     if isinstance(s.get("augment"), str):
         parts += ["--augment", s["augment"]]
     elif s.get("augment") is False:

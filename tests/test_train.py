@@ -194,8 +194,8 @@ def original_has_optimizer(path):
 
 def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fake_data_dir, tmp_path):
     out = tmp_path / "run"
-    assert run_cli("train", "mnist", "--epochs", "1", "--data-dir", fake_data_dir, "--output", str(out),
-                   *FAST).exit_code == 0
+    assert run_cli("train", "mnist", "--epochs", "1", "--label-smoothing", "0.1", "--ema", "0.9", "--data-dir",
+                   fake_data_dir, "--output", str(out), *FAST).exit_code == 0
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     result = run_cli("export", str(unfinished), str(tmp_path / "x.keras"))
@@ -213,6 +213,7 @@ def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fak
     assert card["trained_on"] == config["resolved"]["machine"]
     assert (card["test_accuracy"], card["dataset"], card["model"]) == (metrics["test_accuracy"], "mnist", "net24k")
     assert card["command"].startswith("kcnn train mnist --recipe digits --model net24k --epochs 1 --batch-size 16")
+    assert "--label-smoothing 0.1 --ema 0.9" in card["command"]
 
 
 def test_help_imports_no_heavy_library():
