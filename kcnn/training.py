@@ -127,6 +127,32 @@ def resolve_recipe(image_shape, recipe: str | None = None, dataset: str | None =
     settings.update(given)
     return settings
 
+
+def run_settings(dataset: str, image_shape, *, model: str = DEFAULTS["model"], epochs: int = DEFAULTS["epochs"],
+                 recipe: str | None = None, val_split: float = DEFAULTS["val_split"], seed: int = DEFAULTS["seed"],
+                 mixed_precision: str | None = None, device: str = "auto", data_dir: str | None = None,
+                 batch_size: int | None = None, **overrides) -> dict:
+    """The settings :func:`train` records as ``config.json["settings"]`` for these arguments.
+
+    Args:
+        dataset: TFDS name.
+        image_shape: the dataset's ``(H, W, C)``; picks the default recipe (see
+            :func:`default_recipe`).
+        model, epochs, recipe, val_split, seed, mixed_precision, device, data_dir,
+            batch_size: as for :func:`train`.
+        **overrides: optimizer, lr, lr_schedule, weight_decay, augment,
+            label_smoothing, ema; None = the recipe's.
+
+    Raises:
+        ValueError: unknown recipe name (other values are checked by :func:`train`).
+    """
+    return dict(dataset=dataset, model=model, epochs=int(epochs),
+                **resolve_recipe(image_shape, recipe, dataset, **overrides,
+                                 batch_size=None if batch_size is None else int(batch_size)),
+                val_split=float(val_split), seed=int(seed), mixed_precision=mixed_precision, device=device,
+                data_dir=data_dir)
+
+
 RUNS_DIR = "runs"
 
 
@@ -296,6 +322,18 @@ def _differences(folder: Path, identity: dict) -> str:
         return f"{folder / 'config.json'} unreadable"
     keys = [k for k in {**saved, **identity} if saved.get(k) != identity.get(k)]
     return "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} here" for k in keys)
+
+
+def settings_differences(folder, settings: dict) -> str:
+    """How the run in ``folder`` differs from a run of ``settings`` (from :func:`run_settings`).
+
+    Returns:
+        "" when both compute the same run (settings such as the device may differ),
+        else "key: saved there, KEY here; ..." (or that ``folder/config.json`` is
+        unreadable).
+    """
+    identity = _identity({"settings": settings})
+    return "" if _saved_identity(Path(folder)) == identity else _differences(Path(folder), identity)
 
 
 def _next_run_dir(root: Path, stem: str) -> Path:
@@ -566,13 +604,11 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
 
     models.check_model_name(model)
     info = data.load_info(dataset, data_dir)  # fails fast, before any folder is made
-    settings = dict(dataset=dataset, model=model, epochs=int(epochs),
-                    **resolve_recipe(info.image_shape, recipe, dataset, optimizer=optimizer, lr=lr,
-                                     lr_schedule=lr_schedule, weight_decay=weight_decay, augment=augment,
-                                     label_smoothing=label_smoothing, ema=ema,
-                                     batch_size=None if batch_size is None else int(batch_size)),
-                    val_split=float(val_split), seed=int(seed), mixed_precision=mixed_precision, device=device,
-                    data_dir=data_dir)
+    settings = run_settings(dataset, info.image_shape, model=model, epochs=epochs, recipe=recipe,
+                            optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, weight_decay=weight_decay,
+                            augment=augment, label_smoothing=label_smoothing, ema=ema, batch_size=batch_size,
+                            val_split=val_split, seed=seed, mixed_precision=mixed_precision, device=device,
+                            data_dir=data_dir)
     _validate(settings)
     device_name = resolve_device(device)
     run_dir, resume = resolve_run_dir(settings, output, overwrite)

@@ -11,6 +11,9 @@ target is a final figure, runs counted, mean wall time of ``fit``) and writes it
 Finished runs (their ``metrics.json`` exists) are read, not retrained, and an
 unfinished one resumes, so the script can be stopped and run again; cells with
 no finished run yet read "not run". ``--no-train`` only rebuilds the table.
+A finished run whose settings differ from what today's command would train
+(a recipe changed since) is left out of the table and named on stderr, and
+training stops at it rather than overwrite it: move it aside to train it again.
 
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/reproduce.py            # everything (~20 h on 2 CPU cores)
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/reproduce.py --rows mnist:net24k:10
@@ -32,6 +35,8 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+
+from kcnn.training import run_settings, settings_differences
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = Path("runs/reproduce")
@@ -87,24 +92,45 @@ def command(row: Row, recipe: str | None, seed: int, data_dir: str | None) -> li
 
 
 def read_run(row: Row, recipe: str | None, seed: int) -> dict | None:
-    """The finished run's metrics and resolved recipe name, or None."""
-    return _read(RUNS / run_name(row, recipe, seed))
+    """The finished run's metrics and resolved recipe name, or None.
+
+    Raises:
+        SystemExit: the folder holds a run of other settings than today's command
+            (a recipe changed since it trained); it is left as it is.
+    """
+    folder = RUNS / run_name(row, recipe, seed)
+    metrics = _read(folder, row, recipe, seed)
+    if metrics and metrics["stale"]:
+        raise SystemExit(f"{folder}: trained with other settings than today's command ({metrics['stale']}); "
+                         f"move it out of {RUNS} to train this run again")
+    return metrics
 
 
 def read_runs(row: Row, recipe: str | None) -> list[dict]:
-    """Every finished run of the row and recipe, whatever its seed, that has the row's metric."""
+    """Every finished run of the row and recipe, whatever its seed, that has the row's metric and
+    today's settings; the others are listed in :data:`STALE`."""
     prefix = run_name(row, recipe, 0)[:-1]
-    return [m for folder in sorted(RUNS.glob(f"{prefix}*"))
-            if folder.name[len(prefix):].isdigit() and (m := _read(folder)) and row.metric in m]
+    found = [m for folder in sorted(RUNS.glob(f"{prefix}*")) if folder.name[len(prefix):].isdigit()
+             and (m := _read(folder, row, recipe, int(folder.name[len(prefix):]))) and row.metric in m]
+    STALE.extend(f"{RUNS / m['name']} ({m['stale']})" for m in found if m["stale"])
+    return [m for m in found if not m["stale"]]
 
 
-def _read(folder: Path) -> dict | None:
+#: Finished runs left out of the table: trained with other settings than today's command.
+STALE: list[str] = []
+
+
+def _read(folder: Path, row: Row, recipe: str | None, seed: int) -> dict | None:
+    """The metrics of the finished run in ``folder``, with its recipe name, machine, folder name and
+    ``stale``: how its settings differ from today's ``kcnn train`` command of (row, recipe, seed), or ""."""
     if not (folder / "metrics.json").exists():
         return None
     metrics = json.loads((folder / "metrics.json").read_text())
     config = json.loads((folder / "config.json").read_text())
-    metrics["recipe"] = config["settings"]["recipe"]
-    metrics["machine"] = run_machine(config)
+    today = run_settings(row.dataset, config["dataset"]["image_shape"], model=row.model, epochs=row.epochs,
+                         recipe=recipe, seed=seed)
+    metrics.update(recipe=config["settings"]["recipe"], machine=run_machine(config), name=folder.name,
+                   stale=settings_differences(folder, today))
     return metrics
 
 
@@ -171,6 +197,7 @@ def table(rows) -> str:
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     _ALL.clear()
+    STALE.clear()
     _ALL.update({(row.name, recipe): read_runs(row, recipe) for row in rows for recipe in RECIPES})
     for row in rows:
         found = {recipe: _ALL[(row.name, recipe)] for recipe in RECIPES}
@@ -234,6 +261,8 @@ def main(argv=None) -> None:
     TABLE.write_text("# kcnn results\n\n" + text)
     write_readme(Path("README.md"), text)
     print(text)
+    for stale in STALE:
+        print(f"left out: {stale}: trained with other settings than today's command", file=sys.stderr)
     print(f"wrote {TABLE} and the table in README.md")
 
 

@@ -3,12 +3,14 @@
 import dataclasses
 import importlib.util
 import json
+import re
 import sys
 
 import pytest
 
 from conftest import REPO
 from kcnn.cli import main
+from kcnn.training import run_settings
 
 spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")
 reproduce = sys.modules["reproduce"] = importlib.util.module_from_spec(spec)  # dataclasses look it up
@@ -20,11 +22,13 @@ ROW = reproduce.Row("mnist", "net24k", 10, "99.26% best / 99.13% final", 0.994, 
 VERSIONS = {"python": "3.11.7", "keras": "3.15.1", "backend": "torch", "torch": "2.13.0+cpu"}
 
 
-def fake_run(runs, recipe, seed, accuracy, recipe_name, seconds=60.0, final=None, machine="CPU, 2 cores"):
+def fake_run(runs, recipe, seed, accuracy, seconds=60.0, final=None, machine="CPU, 2 cores", **changed):
+    """A finished run folder of ``kcnn train`` for ROW with today's settings, but for ``changed`` ones."""
     folder = runs / reproduce.run_name(ROW, recipe, seed)
     folder.mkdir(parents=True, exist_ok=True)
+    settings = run_settings(ROW.dataset, (28, 28, 1), model=ROW.model, epochs=ROW.epochs, recipe=recipe, seed=seed)
     (folder / "config.json").write_text(json.dumps({
-        "settings": {"recipe": recipe_name}, "versions": VERSIONS,
+        "settings": {**settings, **changed}, "versions": VERSIONS, "dataset": {"image_shape": [28, 28, 1]},
         "resolved": {"device": "cpu" if machine.startswith("CPU") else "cuda:0", "machine": machine}}))
     metrics = {"test_accuracy": accuracy, "fit_seconds_this_call": seconds}
     if final is not None:
@@ -47,9 +51,9 @@ def test_every_row_command_is_a_valid_kcnn_train_command():
 
 def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "RUNS", tmp_path)
-    fake_run(tmp_path, None, 0, 0.9940, "digits", 100)
-    fake_run(tmp_path, None, 1, 0.9950, "digits", 200)
-    fake_run(tmp_path, None, 7, 0.9960, "digits", 300)  # any seed counts
+    fake_run(tmp_path, None, 0, 0.9940, 100)
+    fake_run(tmp_path, None, 1, 0.9950, 200)
+    fake_run(tmp_path, None, 7, 0.9960, 300)  # any seed counts
     (tmp_path / reproduce.run_name(ROW, "seed", 0)).mkdir()  # unfinished: no metrics.json
     line = reproduce.table([ROW]).splitlines()[-1]
     cells = [c.strip() for c in line.strip("|").split("|")]
@@ -60,7 +64,7 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
     assert "Trained on: CPU, 2 cores; Python 3.11.7, keras 3.15.1 (torch), torch 2.13.0+cpu." in (
         reproduce.document([ROW]))
 
-    fake_run(tmp_path, "seed", 0, 0.9913, "seed")
+    fake_run(tmp_path, "seed", 0, 0.9913)
     cells = [c.strip() for c in reproduce.table([dataclasses.replace(ROW, target=0.996)]).splitlines()[-1]
              .strip("|").split("|")]
     assert cells[5] == "99.13% (n=1, min 99.13%)"
@@ -87,9 +91,9 @@ def test_an_unknown_row_is_refused_with_the_valid_names(capsys):
 def test_a_final_figure_row_reports_the_last_epochs_accuracy(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "RUNS", tmp_path)
     final_row = dataclasses.replace(ROW, final=True)
-    fake_run(tmp_path, None, 0, 0.9950, "digits", final=0.9930)
-    fake_run(tmp_path, None, 1, 0.9960, "digits", final=0.9950)
-    fake_run(tmp_path, None, 2, 0.9990, "digits")  # from before final_test_accuracy: not counted
+    fake_run(tmp_path, None, 0, 0.9950, final=0.9930)
+    fake_run(tmp_path, None, 1, 0.9960, final=0.9950)
+    fake_run(tmp_path, None, 2, 0.9990)  # from before final_test_accuracy: not counted
     cells = [c.strip() for c in reproduce.table([final_row]).splitlines()[-1].strip("|").split("|")]
     assert cells[6] == "99.40% ± 0.14 (n=2, min 99.30%) (`digits`)"
     assert cells[7] == "yes"
@@ -99,11 +103,35 @@ def test_a_final_figure_row_reports_the_last_epochs_accuracy(tmp_path, monkeypat
 
 def test_runs_from_several_machines_are_numbered_in_the_caption_and_timed_apart(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "RUNS", tmp_path)
-    fake_run(tmp_path, None, 0, 0.9940, "digits", 600)
-    fake_run(tmp_path, None, 1, 0.9950, "digits", 30, machine="NVIDIA H100 80GB HBM3")
-    fake_run(tmp_path, None, 2, 0.9960, "digits", 90, machine="NVIDIA H100 80GB HBM3")
+    fake_run(tmp_path, None, 0, 0.9940, 600)
+    fake_run(tmp_path, None, 1, 0.9950, 30, machine="NVIDIA H100 80GB HBM3")
+    fake_run(tmp_path, None, 2, 0.9960, 90, machine="NVIDIA H100 80GB HBM3")
     document = reproduce.document([ROW])
     assert ("Trained on: [1] CPU, 2 cores; Python 3.11.7, keras 3.15.1 (torch), torch 2.13.0+cpu; "
             "[2] NVIDIA H100 80GB HBM3; Python 3.11.7") in document
     cells = [c.strip() for c in document.strip().splitlines()[-1].strip("|").split("|")]
     assert cells[8] == "— / 10.0 min [1], 1.0 min [2]"
+
+
+def test_a_run_trained_before_its_recipe_changed_is_left_out_and_never_overwritten(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    monkeypatch.chdir(tmp_path)  # main() writes docs/results.md and README.md under ROOT
+    monkeypatch.setattr(reproduce, "ROOT", tmp_path)
+    monkeypatch.setattr(reproduce, "ROWS", (ROW,))
+    (tmp_path / "README.md").write_text(f"{reproduce.BEGIN}\n{reproduce.END}\n")
+    fake_run(tmp_path, None, 0, 0.9950)
+    fake_run(tmp_path, None, 1, 0.9990, label_smoothing=0.2)  # the recipe then had other settings
+    stale = tmp_path / reproduce.run_name(ROW, None, 1)
+    before = {p.name: p.read_bytes() for p in stale.iterdir()}
+
+    cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
+    assert cells[6] == "99.50% (n=1, min 99.50%) (`digits`)"
+    assert reproduce.STALE == [f"{stale} (label_smoothing: 0.2 there, 0.0 here)"]
+    with pytest.raises(SystemExit, match=re.escape(
+            f"{stale}: trained with other settings than today's command (label_smoothing: 0.2 there, 0.0 here); "
+            f"move it out of {tmp_path} to train this run again")):
+        reproduce.main(["--rows", ROW.name, "--recipes", "default", "--seeds", "2"])
+    reproduce.main(["--no-train"])
+    assert (f"left out: {stale} (label_smoothing: 0.2 there, 0.0 here): trained with other settings than "
+            "today's command") in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in stale.iterdir()} == before
