@@ -317,23 +317,29 @@ def _differences(folder: Path, identity: dict) -> str:
 
     Falls back to naming ``folder/config.json`` when it cannot be read.
     """
-    saved = _saved_identity(folder)
-    if saved is None:
+    try:
+        return config_differences(json.loads((folder / "config.json").read_text()), identity)
+    except (ValueError, KeyError):
         return f"{folder / 'config.json'} unreadable"
-    keys = [k for k in {**saved, **identity} if saved.get(k) != identity.get(k)]
-    return "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} here" for k in keys)
 
 
-def settings_differences(folder, settings: dict) -> str:
-    """How the run in ``folder`` differs from a run of ``settings`` (from :func:`run_settings`).
+def config_differences(config: dict, settings: dict) -> str:
+    """How a run saved with ``config`` (its ``config.json``) differs from a run of ``settings``.
+
+    Args:
+        config: a run folder's ``config.json``, as a dict.
+        settings: from :func:`run_settings`, e.g. what today's command would train.
 
     Returns:
         "" when both compute the same run (settings such as the device may differ),
-        else "key: saved there, KEY here; ..." (or that ``folder/config.json`` is
-        unreadable).
+        else "key: saved there, KEY here; ...".
+
+    Raises:
+        KeyError: ``config`` has no ``"settings"``.
     """
-    identity = _identity({"settings": settings})
-    return "" if _saved_identity(Path(folder)) == identity else _differences(Path(folder), identity)
+    saved, identity = _identity(config), _identity({"settings": settings})
+    return "; ".join(f"{k}: {saved.get(k)!r} there, {identity.get(k)!r} here"
+                     for k in {**saved, **identity} if saved.get(k) != identity.get(k))
 
 
 def _next_run_dir(root: Path, stem: str) -> Path:

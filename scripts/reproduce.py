@@ -8,12 +8,17 @@ accuracy of each run's ``model.keras``, or of its last epoch's weights where the
 target is a final figure, runs counted, mean wall time of ``fit``) and writes it to
 ``docs/results.md`` and between the ``reproduce`` markers of README.md.
 
-Finished runs (their ``metrics.json`` exists) are read, not retrained, and an
+Each finished run (its ``metrics.json`` exists) is copied to a record,
+``docs/runs/NAME.json`` (its ``metrics.json`` and ``config.json``, a few KB),
+which is committed: the table is built from the records, so it rebuilds from a
+clean checkout, where the run folders (checkpoints, in the ignored ``runs/``)
+are not. Runs with a folder or a record are read, not retrained, and an
 unfinished one resumes, so the script can be stopped and run again; cells with
 no finished run yet read "not run". ``--no-train`` only rebuilds the table.
 A finished run whose settings differ from what today's command would train
 (a recipe changed since) is left out of the table and named on stderr, and
-training stops at it rather than overwrite it: move it aside to train it again.
+training stops at it rather than overwrite it: move its folder out of
+``runs/reproduce`` and its record out of ``docs/runs`` to train it again.
 
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/reproduce.py            # everything (~20 h on 2 CPU cores)
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/reproduce.py --rows mnist:net24k:10
@@ -36,10 +41,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kcnn.training import run_settings, settings_differences
+from kcnn.training import config_differences, run_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = Path("runs/reproduce")
+#: One JSON per finished run, {"metrics": its metrics.json, "config": its config.json}; kept in git.
+RECORDS = Path("docs/runs")
 TABLE = Path("docs/results.md")
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 #: The two recipes compared in every row; None = kcnn's default for the dataset.
@@ -95,14 +102,13 @@ def read_run(row: Row, recipe: str | None, seed: int) -> dict | None:
     """The finished run's metrics and resolved recipe name, or None.
 
     Raises:
-        SystemExit: the folder holds a run of other settings than today's command
-            (a recipe changed since it trained); it is left as it is.
+        SystemExit: the run's folder or record holds a run of other settings than
+            today's command (a recipe changed since); it is left as it is.
     """
-    folder = RUNS / run_name(row, recipe, seed)
-    metrics = _read(folder, row, recipe, seed)
+    metrics = _read(run_name(row, recipe, seed), row, recipe, seed)
     if metrics and metrics["stale"]:
-        raise SystemExit(f"{folder}: trained with other settings than today's command ({metrics['stale']}); "
-                         f"move it out of {RUNS} to train this run again")
+        raise SystemExit(f"{metrics['source']}: trained with other settings than today's command "
+                         f"({metrics['stale']}); move it out of {metrics['source'].parent} to train this run again")
     return metrics
 
 
@@ -110,9 +116,10 @@ def read_runs(row: Row, recipe: str | None) -> list[dict]:
     """Every finished run of the row and recipe, whatever its seed, that has the row's metric and
     today's settings; the others are listed in :data:`STALE`."""
     prefix = run_name(row, recipe, 0)[:-1]
-    found = [m for folder in sorted(RUNS.glob(f"{prefix}*")) if folder.name[len(prefix):].isdigit()
-             and (m := _read(folder, row, recipe, int(folder.name[len(prefix):]))) and row.metric in m]
-    STALE.extend(f"{RUNS / m['name']} ({m['stale']})" for m in found if m["stale"])
+    names = {p.name for p in RUNS.glob(f"{prefix}*") if p.is_dir()} | {p.stem for p in RECORDS.glob(f"{prefix}*.json")}
+    found = [m for name in sorted(names) if name[len(prefix):].isdigit()
+             and (m := _read(name, row, recipe, int(name[len(prefix):]))) and row.metric in m]
+    STALE.extend(f"{m['source']} ({m['stale']})" for m in found if m["stale"])
     return [m for m in found if not m["stale"]]
 
 
@@ -120,18 +127,32 @@ def read_runs(row: Row, recipe: str | None) -> list[dict]:
 STALE: list[str] = []
 
 
-def _read(folder: Path, row: Row, recipe: str | None, seed: int) -> dict | None:
-    """The metrics of the finished run in ``folder``, with its recipe name, machine, folder name and
-    ``stale``: how its settings differ from today's ``kcnn train`` command of (row, recipe, seed), or ""."""
-    if not (folder / "metrics.json").exists():
+def _read(name: str, row: Row, recipe: str | None, seed: int) -> dict | None:
+    """The metrics of the finished run ``name``, with its recipe name, machine, name, ``source`` (the
+    folder or record read) and ``stale``: how its settings differ from today's ``kcnn train`` command
+    of (row, recipe, seed), or "".
+
+    A finished folder in :data:`RUNS` is read first, and copied to its record in :data:`RECORDS`
+    unless stale; else the record is read; with neither, None.
+    """
+    folder, source = RUNS / name, RECORDS / f"{name}.json"
+    if (folder / "metrics.json").exists():
+        record = {part: json.loads((folder / f"{part}.json").read_text()) for part in ("metrics", "config")}
+    elif source.exists():
+        record = json.loads(source.read_text())
+    else:
         return None
-    metrics = json.loads((folder / "metrics.json").read_text())
-    config = json.loads((folder / "config.json").read_text())
+    config = record["config"]
     today = run_settings(row.dataset, config["dataset"]["image_shape"], model=row.model, epochs=row.epochs,
                          recipe=recipe, seed=seed)
-    metrics.update(recipe=config["settings"]["recipe"], machine=run_machine(config), name=folder.name,
-                   stale=settings_differences(folder, today))
-    return metrics
+    stale = config_differences(config, today)
+    if (folder / "metrics.json").exists():
+        if not stale:
+            RECORDS.mkdir(parents=True, exist_ok=True)
+            source.write_text(json.dumps(record, indent=1) + "\n")
+        source = folder
+    return dict(record["metrics"], recipe=config["settings"]["recipe"], machine=run_machine(config), name=name,
+                source=source, stale=stale)
 
 
 def run_machine(config: dict) -> str:

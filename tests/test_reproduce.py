@@ -1,9 +1,10 @@
-"""scripts/reproduce.py: its run commands, and the table it builds from finished run folders."""
+"""scripts/reproduce.py: its run commands, and the table it builds from finished run folders and records."""
 
 import dataclasses
 import importlib.util
 import json
 import re
+import shutil
 import sys
 
 import pytest
@@ -17,6 +18,13 @@ reproduce = sys.modules["reproduce"] = importlib.util.module_from_spec(spec)  # 
 spec.loader.exec_module(reproduce)
 
 ROW = reproduce.Row("mnist", "net24k", 10, "99.26% best / 99.13% final", 0.994, 3)
+
+
+@pytest.fixture(autouse=True)
+def records(tmp_path, monkeypatch):
+    """The run records of every test go to a temporary folder, never to the project's docs/runs."""
+    monkeypatch.setattr(reproduce, "RECORDS", tmp_path / "records")
+    return tmp_path / "records"
 
 
 VERSIONS = {"python": "3.11.7", "keras": "3.15.1", "backend": "torch", "torch": "2.13.0+cpu"}
@@ -135,3 +143,32 @@ def test_a_run_trained_before_its_recipe_changed_is_left_out_and_never_overwritt
     assert (f"left out: {stale} (label_smoothing: 0.2 there, 0.0 here): trained with other settings than "
             "today's command") in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in stale.iterdir()} == before
+
+
+def test_finished_runs_are_recorded_so_the_table_rebuilds_without_their_folders(tmp_path, monkeypatch, records):
+    runs = tmp_path / "runs"
+    monkeypatch.setattr(reproduce, "RUNS", runs)
+    fake_run(runs, None, 0, 0.9940, 100)
+    fake_run(runs, None, 1, 0.9960, 300)
+    fake_run(runs, None, 2, 0.9990, label_smoothing=0.2)  # stale: not recorded
+    table = reproduce.table([ROW])
+    assert sorted(p.name for p in records.iterdir()) == [f"{reproduce.run_name(ROW, None, s)}.json" for s in (0, 1)]
+    record = json.loads((records / f"{reproduce.run_name(ROW, None, 0)}.json").read_text())
+    assert record["metrics"] == {"test_accuracy": 0.9940, "fit_seconds_this_call": 100}
+    assert record["config"]["settings"]["seed"] == 0
+
+    shutil.rmtree(runs)  # a clean checkout: records only
+    assert reproduce.table([ROW]) == table
+    assert reproduce.STALE == []
+    assert reproduce.read_run(ROW, None, 1)["test_accuracy"] == 0.9960  # finished: not trained again
+
+    config = json.loads(json.dumps(record["config"]))
+    config["settings"]["epochs"] = 5  # a record of another command under this name
+    (records / f"{reproduce.run_name(ROW, None, 0)}.json").write_text(json.dumps({**record, "config": config}))
+    assert reproduce.table([ROW]).splitlines()[-1].split("|")[7].strip() == "99.60% (n=1, min 99.60%) (`digits`)"
+    stale = records / f"{reproduce.run_name(ROW, None, 0)}.json"
+    assert reproduce.STALE == [f"{stale} (epochs: 5 there, 10 here)"]
+    with pytest.raises(SystemExit, match=re.escape(
+            f"{stale}: trained with other settings than today's command (epochs: 5 there, 10 here); "
+            f"move it out of {records} to train this run again")):
+        reproduce.read_run(ROW, None, 0)
