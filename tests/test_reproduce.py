@@ -134,13 +134,13 @@ def test_a_run_trained_before_its_recipe_changed_is_left_out_and_never_overwritt
 
     cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
     assert cells[6] == "99.50% (n=1, min 99.50%) (`digits`)"
-    assert reproduce.STALE == [f"{stale} (label_smoothing: 0.2 there, 0.0 here)"]
+    assert reproduce.STALE == [f"{stale} (label_smoothing: 0.2 there, 0.1 here)"]
     with pytest.raises(SystemExit, match=re.escape(
-            f"{stale}: trained with other settings than today's command (label_smoothing: 0.2 there, 0.0 here); "
+            f"{stale}: trained with other settings than today's command (label_smoothing: 0.2 there, 0.1 here); "
             f"move it out of {tmp_path} to train this run again")):
         reproduce.main(["--rows", ROW.name, "--recipes", "default", "--seeds", "2"])
     reproduce.main(["--no-train"])
-    assert (f"left out: {stale} (label_smoothing: 0.2 there, 0.0 here): trained with other settings than "
+    assert (f"left out: {stale} (label_smoothing: 0.2 there, 0.1 here): trained with other settings than "
             "today's command") in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in stale.iterdir()} == before
 

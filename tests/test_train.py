@@ -354,7 +354,7 @@ def test_recipes_follow_the_dataset_and_options_override_them():
 
     assert resolve_recipe((28, 28, 1)) == dict(recipe="digits", optimizer="adam", lr=2e-3, lr_schedule="onecycle",
                                                weight_decay=0.0, augment=True, batch_size=128,
-                                               label_smoothing=0.0, ema=0.0)
+                                               label_smoothing=0.1, ema=0.0)
     assert resolve_recipe((32, 32, 3), recipe="seed") == dict(recipe="seed", optimizer="adam", lr=1e-3,
                                                               lr_schedule="constant", weight_decay=0.0,
                                                               augment=False, batch_size=64, label_smoothing=0.0,
@@ -456,8 +456,9 @@ def test_label_smoothing_trains_on_smoothed_targets_and_the_file_loads_compiled_
 def test_a_run_folder_from_before_label_smoothing_ema_and_mixed_precision_still_resumes(tmp_path):
     from kcnn.training import RunFolderError, resolve_recipe, resolve_run_dir
 
-    settings = dict(dataset="mnist", model="cnn3", epochs=2, **resolve_recipe((28, 28, 1)), val_split=0.1,
-                    seed=0, mixed_precision=None, device="auto", data_dir=None)
+    # folders from before label smoothing trained without it, so they resume only into a run without it
+    settings = dict(dataset="mnist", model="cnn3", epochs=2, **resolve_recipe((28, 28, 1), label_smoothing=0.0),
+                    val_split=0.1, seed=0, mixed_precision=None, device="auto", data_dir=None)
     older = {k: v for k, v in settings.items() if k not in ("label_smoothing", "ema", "mixed_precision")}
     folder = tmp_path / "run"
     folder.mkdir()
