@@ -76,8 +76,8 @@ def main():
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per optimizer step [default: the recipe's].")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="Training recipe: digits (Adam 2e-3 one-cycle, small affine augmentation, label smoothing 0.1), cifar "
-                   "(Adam 2e-3 one-cycle, horizontal flips), cifar_sgd (SGD Nesterov 0.05 one-cycle, "
+              help="Training recipe: digits (Adam 2e-3 one-cycle, small affine augmentation, "
+                   "label smoothing 0.1), cifar (Adam 2e-3 one-cycle, horizontal flips), cifar_sgd (SGD Nesterov 0.05 one-cycle, "
                    "weight decay 5e-4, pad-4 crop + flip), all batch 128; "
                    "or seed (the seeds' plain setup: Adam 1e-3 constant, no augmentation, batch 64) "
                    "[default: digits for MNIST, cifar for Fashion-MNIST and colour datasets].")
@@ -90,7 +90,8 @@ def main():
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
               help="Decoupled weight decay [default: the recipe's].")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Spread this fraction of each one-hot target over all classes [default: the recipe's: 0.1 for digits, else 0].")
+              help="Spread this fraction of each one-hot target over all classes "
+                   "[default: the recipe's: 0.1 for digits, else 0].")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Momentum per step of an exponential moving average of the weights, used for validation, "
                    "the checkpoint and the final weights (e.g. 0.999) [default: the recipe's, 0 = off].")
