@@ -77,8 +77,8 @@ def main():
               help="Images per optimizer step [default: the recipe's].")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
               help="Training recipe: digits (Adam 2e-3 one-cycle, small affine augmentation, "
-                   "label smoothing 0.1), cifar (Adam 2e-3 one-cycle, horizontal flips), cifar_sgd (SGD Nesterov 0.05 one-cycle, "
-                   "weight decay 5e-4, pad-4 crop + flip), all batch 128; "
+                   "label smoothing 0.1), cifar (Adam 2e-3 one-cycle, horizontal flips), "
+                   "cifar_sgd (SGD Nesterov 0.05 one-cycle, weight decay 5e-4, pad-4 crop + flip), all batch 128; "
                    "or seed (the seeds' plain setup: Adam 1e-3 constant, no augmentation, batch 64) "
                    "[default: digits for MNIST, cifar for Fashion-MNIST and colour datasets].")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,

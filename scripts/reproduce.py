@@ -128,7 +128,7 @@ STALE: list[str] = []
 
 
 def _read(name: str, row: Row, recipe: str | None, seed: int) -> dict | None:
-    """The metrics of the finished run ``name``, with its recipe name, machine, name, ``source`` (the
+    """The metrics of the finished run ``name``, with its recipe name, machine, ``source`` (the
     folder or record read) and ``stale``: how its settings differ from today's ``kcnn train`` command
     of (row, recipe, seed), or "".
 
@@ -136,7 +136,8 @@ def _read(name: str, row: Row, recipe: str | None, seed: int) -> dict | None:
     unless stale; else the record is read; with neither, None.
     """
     folder, source = RUNS / name, RECORDS / f"{name}.json"
-    if (folder / "metrics.json").exists():
+    finished = (folder / "metrics.json").exists()
+    if finished:
         record = {part: json.loads((folder / f"{part}.json").read_text()) for part in ("metrics", "config")}
     elif source.exists():
         record = json.loads(source.read_text())
@@ -146,13 +147,13 @@ def _read(name: str, row: Row, recipe: str | None, seed: int) -> dict | None:
     today = run_settings(row.dataset, config["dataset"]["image_shape"], model=row.model, epochs=row.epochs,
                          recipe=recipe, seed=seed)
     stale = config_differences(config, today)
-    if (folder / "metrics.json").exists():
+    if finished:
         if not stale:
             RECORDS.mkdir(parents=True, exist_ok=True)
             source.write_text(json.dumps(record, indent=1) + "\n")
         source = folder
-    return dict(record["metrics"], recipe=config["settings"]["recipe"], machine=run_machine(config), name=name,
-                source=source, stale=stale)
+    return dict(record["metrics"], recipe=config["settings"]["recipe"], machine=run_machine(config), source=source,
+                stale=stale)
 
 
 def run_machine(config: dict) -> str:
