@@ -96,9 +96,10 @@ def main():
               help="Momentum per step of an exponential moving average of the weights, used for validation, "
                    "the checkpoint and the final weights (e.g. 0.999) [default: the recipe's, 0 = off].")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
-              help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, shift "
-                   "(±2 whole pixels), affine (rotation, shift, zoom for digits) or none [default: the recipe's: "
-                   "flip for cifar, crop_flip for cifar_sgd, affine for digits, none for seed].")
+              help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, flip_erase (flip, "
+                   "then random erasing), shift (±2 whole pixels), affine (rotation, shift, zoom for digits) "
+                   "or none [default: the recipe's: flip for cifar, crop_flip for cifar_sgd, affine for digits, "
+                   "none for seed].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
               help="Fraction of the train split held out for validation.")

@@ -29,7 +29,9 @@ DEFAULT_VAL_SPLIT = 0.1
 #: Datasets kcnn documents and tests; other TFDS image datasets work too.
 KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 #: Augmentation policies by name.
-AUGMENTATIONS = ("none", "flip", "crop_flip", "shift", "affine")
+AUGMENTATIONS = ("none", "flip", "crop_flip", "flip_erase", "shift", "affine")
+#: flip_erase: probability that an image gets one erased rectangle (the paper's p = 0.5).
+ERASE_PROBABILITY = 0.5
 #: Test-time augmentation: "none", or "flip" (average each image's probabilities with its mirror's).
 TTA = ("none", "flip")
 
@@ -193,6 +195,10 @@ def make_augmentation(policy: str, seed: int | None = None):
             per-image integer shift with zero fill is exactly a crop from the
             zero-padded image) followed by ``RandomFlip("horizontal")``.
         ``"flip"``: horizontal flip only.
+        ``"flip_erase"``: horizontal flip, then random erasing (Zhong et al.
+            2017, "Random Erasing Data Augmentation", arXiv:1708.04896): with
+            probability :data:`ERASE_PROBABILITY` per image, a rectangle of
+            2-33% of the image is filled with noise (Keras ``RandomErasing``).
         ``"shift"``: a random shift of up to ±8% of each side (±2 pixels on
             28x28), rounded to whole pixels, zero fill; the light augmentation
             for small digit networks that underfit under ``"affine"``.
@@ -223,6 +229,12 @@ def make_augmentation(policy: str, seed: int | None = None):
                 4 / 32, 4 / 32, fill_mode="constant", interpolation="nearest", seed=layer_seed(0)
             ),
             layers.RandomFlip("horizontal", seed=layer_seed(1)),
+        ]
+    elif policy == "flip_erase":
+        steps = [
+            layers.RandomFlip("horizontal", seed=layer_seed(0)),
+            # A (p, p) factor: Keras draws each image's probability from it, so exactly p.
+            layers.RandomErasing(factor=(ERASE_PROBABILITY, ERASE_PROBABILITY), seed=layer_seed(1)),
         ]
     elif policy == "shift":
         steps = [layers.RandomTranslation(0.08, 0.08, fill_mode="constant", interpolation="nearest", seed=seed)]

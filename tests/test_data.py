@@ -32,7 +32,7 @@ def test_pipeline_on_mock_data_gives_uint8_batches(name, shape, policy):
         assert labels.dtype.name == "int64"
 
 
-@pytest.mark.parametrize("policy", ["flip", "crop_flip", "shift", "affine"])
+@pytest.mark.parametrize("policy", ["flip", "crop_flip", "flip_erase", "shift", "affine"])
 def test_pipeline_builds_its_augmentation_when_torchs_default_device_cannot_reach_tensorflow(policy, monkeypatch):
     """On a CUDA machine, Keras' build-by-running of an unbuilt layer inside the tf.data trace failed, leaving
     the TensorFlow-side seed generators uninitialized ("'NoneType' object has no attribute 'assign'", seen on
@@ -64,6 +64,21 @@ def test_augmentation_changes_images_per_example():
     assert set(np.unique(out)) <= set(np.unique(images)) | {0.0}
 
 
+def test_flip_erase_fills_one_rectangle_of_2_to_33_percent_in_about_half_the_images():
+    import tensorflow as tf
+
+    images = np.full((400, 28, 28, 1), 100.0, "float32")  # flips leave a constant image unchanged
+    augmented = data.make_augmentation("flip_erase", seed=4)(tf.constant(images), training=True)
+    changed = keras.ops.convert_to_numpy(augmented)[..., 0] != 100.0
+    erased = changed.reshape(400, -1).any(axis=1)
+    assert abs(erased.mean() - data.ERASE_PROBABILITY) < 0.08
+    for mask in changed[erased]:
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        box = (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)
+        assert mask.sum() == box  # one solid rectangle (noise fill never lands on exactly 100)
+        assert 0.01 <= box / mask.size <= 0.36  # Keras' scale (0.02, 0.33), give or take rounding to pixels
+
+
 def test_shift_moves_each_digit_by_at_most_two_whole_pixels_with_zero_fill():
     import tensorflow as tf
 
@@ -82,7 +97,7 @@ def test_shift_moves_each_digit_by_at_most_two_whole_pixels_with_zero_fill():
 
 
 def test_unknown_augmentation_policy():
-    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, shift, affine. "
+    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, flip_erase, shift, affine. "
                                          r"Received: policy='cutmix'"):
         data.make_augmentation("cutmix")
 
