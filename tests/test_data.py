@@ -97,8 +97,8 @@ def test_shift_moves_each_digit_by_at_most_two_whole_pixels_with_zero_fill():
 
 
 def test_unknown_augmentation_policy():
-    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, flip_erase, shift, affine. "
-                                         r"Received: policy='cutmix'"):
+    with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, flip_erase, "
+                                         r"shift, affine. Received: policy='cutmix'"):
         data.make_augmentation("cutmix")
 
 

@@ -409,7 +409,8 @@ def test_seed_recipe_from_the_command_line_sets_its_batch_size_and_augmentation(
     assert config["resolved"]["steps_per_epoch"] == -(-config["resolved"]["num_train"] // 64)
     assert config["resolved"]["augmentation"] == "none"
     result = run_cli("train", "mnist", "--augment", "flop", "--data-dir", fake_data_dir)
-    assert result.exit_code == 2 and "'flop' is not one of 'none', 'flip', 'crop_flip', 'flip_erase', 'shift', 'affine'" in result.output
+    assert result.exit_code == 2
+    assert "'flop' is not one of 'none', 'flip', 'crop_flip', 'flip_erase', 'shift', 'affine'" in result.output
 
 
 def test_mixed_precision_trains_in_bfloat16_with_a_float32_head_and_restores_the_policy(fake_data_dir, tmp_path):
