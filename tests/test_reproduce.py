@@ -66,7 +66,7 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
     line = reproduce.table([ROW]).splitlines()[-1]
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert cells[5] == "not run"
-    assert cells[6] == "99.50% ± 0.10 (n=3, min 99.40%) (`digits`)"
+    assert cells[6] == "99.50% ± 0.10 (n=3, min 99.40%) (`digits_small`)"
     assert cells[7] == "yes"
     assert cells[8] == "— / 3.3 min"
     assert "Trained on: CPU, 2 cores; Python 3.11.7, keras 3.15.1 (torch), torch 2.13.0+cpu." in (
@@ -103,7 +103,7 @@ def test_a_final_figure_row_reports_the_last_epochs_accuracy(tmp_path, monkeypat
     fake_run(tmp_path, None, 1, 0.9960, final=0.9950)
     fake_run(tmp_path, None, 2, 0.9990)  # from before final_test_accuracy: not counted
     cells = [c.strip() for c in reproduce.table([final_row]).splitlines()[-1].strip("|").split("|")]
-    assert cells[6] == "99.40% ± 0.14 (n=2, min 99.30%) (`digits`)"
+    assert cells[6] == "99.40% ± 0.14 (n=2, min 99.30%) (`digits_small`)"
     assert cells[7] == "yes"
     assert "last epoch's weights" in reproduce.document([final_row])
     assert [r.name for r in reproduce.ROWS if r.final] == ["mnist:net24k:10"]
@@ -133,7 +133,7 @@ def test_a_run_trained_before_its_recipe_changed_is_left_out_and_never_overwritt
     before = {p.name: p.read_bytes() for p in stale.iterdir()}
 
     cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
-    assert cells[6] == "99.50% (n=1, min 99.50%) (`digits`)"
+    assert cells[6] == "99.50% (n=1, min 99.50%) (`digits_small`)"
     assert reproduce.STALE == [f"{stale} (label_smoothing: 0.2 there, 0.1 here)"]
     with pytest.raises(SystemExit, match=re.escape(
             f"{stale}: trained with other settings than today's command (label_smoothing: 0.2 there, 0.1 here); "
@@ -165,7 +165,7 @@ def test_finished_runs_are_recorded_so_the_table_rebuilds_without_their_folders(
     config = json.loads(json.dumps(record["config"]))
     config["settings"]["epochs"] = 5  # a record of another command under this name
     (records / f"{reproduce.run_name(ROW, None, 0)}.json").write_text(json.dumps({**record, "config": config}))
-    assert reproduce.table([ROW]).splitlines()[-1].split("|")[7].strip() == "99.60% (n=1, min 99.60%) (`digits`)"
+    assert reproduce.table([ROW]).splitlines()[-1].split("|")[7].strip() == "99.60% (n=1, min 99.60%) (`digits_small`)"
     stale = records / f"{reproduce.run_name(ROW, None, 0)}.json"
     assert reproduce.STALE == [f"{stale} (epochs: 5 there, 10 here)"]
     with pytest.raises(SystemExit, match=re.escape(

@@ -212,7 +212,8 @@ def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fak
     config, metrics = (json.loads((out / f).read_text()) for f in ("config.json", "metrics.json"))
     assert card["trained_on"] == config["resolved"]["machine"]
     assert (card["test_accuracy"], card["dataset"], card["model"]) == (metrics["test_accuracy"], "mnist", "net24k")
-    assert card["command"].startswith("kcnn train mnist --recipe digits --model net24k --epochs 1 --batch-size 16")
+    assert card["command"].startswith("kcnn train mnist --recipe digits_small --model net24k --epochs 1 "
+                                      "--batch-size 16")
     assert "--label-smoothing 0.1 --ema 0.9" in card["command"]
 
 
@@ -368,7 +369,12 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), dataset="mnist")["recipe"] == "digits"
     assert resolve_recipe((28, 28, 1), dataset="fashion_mnist")["recipe"] == "cifar"  # clothes mirror; digits do not
     assert resolve_recipe((28, 28, 1), "digits", "fashion_mnist")["recipe"] == "digits"  # --recipe wins
-    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, cifar, cifar_sgd, seed. "
+    small = resolve_recipe((28, 28, 1), dataset="mnist", model="net24k")  # the small digit net's own default
+    assert (small["recipe"], small["lr"], small["augment"], small["batch_size"]) == ("digits_small", 5e-3, "shift", 64)
+    assert resolve_recipe((28, 28, 1), dataset="mnist", model="cnn3")["recipe"] == "digits"
+    assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar"
+    assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
+    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_sgd, seed. "
                                          "Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
