@@ -55,7 +55,7 @@ def feature_maps(model, layer, image: np.ndarray) -> tuple[np.ndarray, np.ndarra
     """
     import keras
 
-    probe = keras.Model(model.inputs, [layer.input, layer.output])
+    probe = keras.Model(model.input, [layer.input, layer.output])  # one input: called with a bare tensor
     seen, maps = probe(image[None], training=False)
     return (_channels_last(keras.ops.convert_to_numpy(seen)[0], layer),
             _channels_last(keras.ops.convert_to_numpy(maps)[0], layer))
@@ -85,7 +85,7 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None
 
     layer = layer or conv_layers(model)[-1]
     head = model.layers[-1]
-    probe = keras.Model(model.inputs, [layer.output, head.input])
+    probe = keras.Model(model.input, [layer.output, head.input])
     x = image[None]
 
     def logits_of(features_input):
