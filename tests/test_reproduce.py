@@ -165,7 +165,8 @@ def test_finished_runs_are_recorded_so_the_table_rebuilds_without_their_folders(
     config = json.loads(json.dumps(record["config"]))
     config["settings"]["epochs"] = 5  # a record of another command under this name
     (records / f"{reproduce.run_name(ROW, None, 0)}.json").write_text(json.dumps({**record, "config": config}))
-    assert reproduce.table([ROW]).splitlines()[-1].split("|")[7].strip() == "99.60% (n=1, min 99.60%) (`digits_small`)"
+    cell = reproduce.table([ROW]).splitlines()[-1].split("|")[7].strip()
+    assert cell == "99.60% (n=1, min 99.60%) (`digits_small`)"
     stale = records / f"{reproduce.run_name(ROW, None, 0)}.json"
     assert reproduce.STALE == [f"{stale} (epochs: 5 there, 10 here)"]
     with pytest.raises(SystemExit, match=re.escape(
