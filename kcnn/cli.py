@@ -80,9 +80,10 @@ def main():
                    "label smoothing 0.1), cifar (Adam 2e-3 one-cycle, horizontal flips), "
                    "cifar_sgd (SGD Nesterov 0.05 one-cycle, weight decay 5e-4, pad-4 crop + flip), all batch 128; "
                    "digits_small (Adam 5e-3 one-cycle, ±2 px shifts, label smoothing 0.1, batch 64); "
+                   "cifar_b64 (cifar at batch 64 and peak lr 4e-3); "
                    "or seed (the seeds' plain setup: Adam 1e-3 constant, no augmentation, batch 64) "
-                   "[default: digits for MNIST (digits_small for net24k), cifar for Fashion-MNIST and colour "
-                   "datasets].")
+                   "[default: digits for MNIST (digits_small for net24k), cifar for Fashion-MNIST, cifar_b64 "
+                   "for colour datasets].")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
               help="Peak learning rate [default: the recipe's].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
@@ -100,8 +101,8 @@ def main():
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
               help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, flip_erase (flip, "
                    "then random erasing), shift (±2 whole pixels), affine (rotation, shift, zoom for digits) "
-                   "or none [default: the recipe's: flip for cifar, crop_flip for cifar_sgd, affine for digits, "
-                   "shift for digits_small, none for seed].")
+                   "or none [default: the recipe's: flip for cifar and cifar_b64, crop_flip for cifar_sgd, "
+                   "affine for digits, shift for digits_small, none for seed].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
               help="Fraction of the train split held out for validation.")

@@ -362,20 +362,23 @@ def test_recipes_follow_the_dataset_and_options_override_them():
                                                               ema=0.0)
     assert resolve_recipe((28, 28, 1), recipe="seed", batch_size=32)["batch_size"] == 32
     cifar = resolve_recipe((32, 32, 3))
-    assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["augment"]) == ("cifar", "adam", 2e-3, "flip")
+    assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["augment"], cifar["batch_size"]) == (
+        "cifar_b64", "adam", 4e-3, "flip", 64)
     assert resolve_recipe((32, 32, 3), lr=0.1, augment=False)["lr"] == 0.1
     assert resolve_recipe((28, 28, 1), optimizer="sgd")["lr"] == 0.05  # the optimizer's own default
     assert resolve_recipe((28, 28, 1), recipe="cifar_sgd")["optimizer"] == "sgd"
     assert resolve_recipe((28, 28, 1), dataset="mnist")["recipe"] == "digits"
     assert resolve_recipe((28, 28, 1), dataset="fashion_mnist")["recipe"] == "cifar"  # clothes mirror; digits do not
+    assert resolve_recipe((28, 28, 1), recipe="cifar")["batch_size"] == 128
+    assert resolve_recipe((32, 32, 3), dataset="cifar100")["recipe"] == "cifar_b64"
     assert resolve_recipe((28, 28, 1), "digits", "fashion_mnist")["recipe"] == "digits"  # --recipe wins
     small = resolve_recipe((28, 28, 1), dataset="mnist", model="net24k")  # the small digit net's own default
     assert (small["recipe"], small["lr"], small["augment"], small["batch_size"]) == ("digits_small", 5e-3, "shift", 64)
     assert resolve_recipe((28, 28, 1), dataset="mnist", model="cnn3")["recipe"] == "digits"
     assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar"
     assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
-    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_sgd, seed. "
-                                         "Received: recipe='fast'"):
+    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_sgd, "
+                                         "seed. Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
@@ -385,7 +388,8 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
                      "--lr", "0.02", *FAST)
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "config.json").read_text())["settings"]
-    assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["augment"]) == ("cifar", "adam", 0.02, "flip")
+    assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["augment"]) == (
+        "cifar_b64", "adam", 0.02, "flip")
     # colour datasets: also the best checkpoint's accuracy with test-time flip averaging
     from kcnn.evaluation import load_split_arrays, predict_probs
 
