@@ -12,7 +12,7 @@ import click
 
 import kcnn
 from kcnn.data import AUGMENTATIONS, TTA  # stdlib-only at import time
-from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES
+from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES, describe_default_recipes, describe_recipe
 
 
 def _device_option(f):
@@ -76,14 +76,10 @@ def main():
 @click.option("--batch-size", type=click.IntRange(min=1), default=None,
               help="Images per optimizer step [default: the recipe's].")
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="Training recipe: digits (Adam 2e-3 one-cycle, small affine augmentation, "
-                   "label smoothing 0.1), cifar (Adam 2e-3 one-cycle, horizontal flips), "
-                   "cifar_sgd (SGD Nesterov 0.05 one-cycle, weight decay 5e-4, pad-4 crop + flip), all batch 128; "
-                   "digits_small (Adam 5e-3 one-cycle, ±2 px shifts, label smoothing 0.1, batch 64); "
-                   "cifar_b64 (cifar at batch 64 and peak lr 4e-3); "
-                   "or seed (the seeds' plain setup: Adam 1e-3 constant, no augmentation, batch 64) "
-                   "[default: digits for MNIST (digits_small for net24k), cifar for Fashion-MNIST, cifar_b64 "
-                   "for colour datasets].")
+              help="Training recipe, a named set of the settings below; seed is the seeds' plain setup, the "
+                   "baseline (README, Recipes): "
+                   + "; ".join(f"{name} ({describe_recipe(name)})" for name in RECIPES)
+                   + f" [default: {describe_default_recipes()}].")
 @click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
               help="Peak learning rate [default: the recipe's].")
 @click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
@@ -94,15 +90,14 @@ def main():
               help="Decoupled weight decay [default: the recipe's].")
 @click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Spread this fraction of each one-hot target over all classes "
-                   "[default: the recipe's: 0.1 for digits and digits_small, else 0].")
+                   "[default: the recipe's, see --recipe; 0 where it names none].")
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Momentum per step of an exponential moving average of the weights, used for validation, "
                    "the checkpoint and the final weights (e.g. 0.999) [default: the recipe's, 0 = off].")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
               help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, flip_erase (flip, "
                    "then random erasing), shift (±2 whole pixels), affine (rotation, shift, zoom for digits) "
-                   "or none [default: the recipe's: flip for cifar and cifar_b64, crop_flip for cifar_sgd, "
-                   "affine for digits, shift for digits_small, none for seed].")
+                   "or none [default: the recipe's, see --recipe].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
               help="Fraction of the train split held out for validation.")

@@ -128,6 +128,39 @@ def default_recipe(image_shape, dataset: str | None = None, model: str | None = 
     return "cifar_b64" if image_shape[-1] == 3 else "digits"
 
 
+def describe_recipe(name: str) -> str:
+    """One line of a recipe's settings, for ``--help`` (written from :data:`RECIPES`).
+
+    Example: ``describe_recipe("cifar_b64")`` is ``"adam 0.004 onecycle, flip, batch 64"``;
+    weight decay, label smoothing and EMA are named only when non-zero, and an ``augment``
+    of ``True``/``False`` reads "affine (gray) / crop_flip (colour)" (``kcnn.data.default_augmentation``)
+    / "no augmentation".
+
+    Raises:
+        KeyError: ``name`` is not in :data:`RECIPES`.
+    """
+    r = RECIPES[name]
+    augment = {True: "affine (gray) / crop_flip (colour)", False: "no augmentation"}.get(r["augment"], r["augment"])
+    parts = [f"{r['optimizer']} {r['lr']:g} {r['lr_schedule']}", augment, f"batch {r['batch_size']}"]
+    parts += [f"{label} {r[key]:g}" for key, label in
+              (("weight_decay", "weight decay"), ("label_smoothing", "label smoothing"), ("ema", "ema"))
+              if r[key]]
+    return ", ".join(parts)
+
+
+def describe_default_recipes() -> str:
+    """Which recipe ``kcnn train`` picks without ``--recipe``, in words, for ``--help``.
+
+    Written from :data:`MODEL_RECIPES`, :data:`DATASET_RECIPES` and :func:`default_recipe`'s
+    image-shape rule, e.g. ``"digits_small for net24k on mnist, cifar for fashion_mnist,
+    cifar_b64 for colour images, digits for gray ones"``.
+    """
+    parts = [f"{recipe} for {model} on {dataset}" for (dataset, model), recipe in MODEL_RECIPES.items()]
+    parts += [f"{recipe} for {dataset}" for dataset, recipe in DATASET_RECIPES.items()]
+    parts += [f"{default_recipe((32, 32, 3))} for colour images", f"{default_recipe((28, 28, 1))} for gray ones"]
+    return ", ".join(parts)
+
+
 def resolve_recipe(image_shape, recipe: str | None = None, dataset: str | None = None, model: str | None = None,
                    **overrides) -> dict:
     """The recipe's settings with every non-None override applied, plus ``recipe``: its name.

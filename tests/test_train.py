@@ -382,6 +382,27 @@ def test_recipes_follow_the_dataset_and_options_override_them():
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
+def test_train_help_states_every_recipes_settings_and_the_defaults_from_the_tables(monkeypatch):
+    from kcnn import training
+    from kcnn.training import describe_default_recipes, describe_recipe
+
+    assert describe_recipe("cifar_sgd") == ("sgd 0.05 onecycle, affine (gray) / crop_flip (colour), batch 128, "
+                                            "weight decay 0.0005")
+    assert describe_recipe("digits_small") == "adam 0.005 onecycle, shift, batch 64, label smoothing 0.1"
+    assert describe_recipe("seed") == "adam 0.001 constant, no augmentation, batch 64"
+    assert describe_default_recipes() == ("digits_small for net24k on mnist, cifar for fashion_mnist, "
+                                          "cifar_b64 for colour images, digits for gray ones")
+    monkeypatch.setitem(training.RECIPES, "cifar", dict(training.RECIPES["cifar"], ema=0.999, lr=3e-3))
+    assert describe_recipe("cifar") == "adam 0.003 onecycle, flip, batch 128, ema 0.999"
+    monkeypatch.setitem(training.DATASET_RECIPES, "cifar100", "cifar_sgd")
+    assert "cifar_sgd for cifar100, cifar_b64 for colour images" in describe_default_recipes()
+    monkeypatch.undo()
+    text = " ".join(run_cli("train", "--help").output.split())  # undo click's line wrapping
+    for name in training.RECIPES:
+        assert f"{name} ({describe_recipe(name)})" in text
+    assert f"[default: {describe_default_recipes()}]" in text
+
+
 def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "cifar10", "--epochs", "1", "--data-dir", fake_data_dir, "--output", str(out),
