@@ -217,6 +217,23 @@ def test_shipped_mnist_model_reads_user_drawings():
     assert accuracy >= 0.90
 
 
+@pytest.mark.parametrize("stem", sorted(SHIPPED))
+def test_shipped_models_score_their_cards_test_accuracy_on_the_real_test_split(stem):
+    from conftest import find_real_data_dir
+    from kcnn.data import load_info
+    from kcnn.evaluation import load_split_arrays, predict_probs
+
+    card = json.loads(SHIPPED[stem].with_suffix(".json").read_text())
+    data_dir = find_real_data_dir(card["dataset"])
+    if data_dir is None:
+        pytest.skip(f"{card['dataset']} is not prepared: set TFDS_DATA_DIR or put it at ../shared/tfds")
+    assert load_info(card["dataset"], data_dir).version == card["tfds_version"]
+    images, labels = load_split_arrays(card["dataset"], "test", data_dir)
+    accuracy = np.mean(predict_probs(load_classifier(SHIPPED[stem]).model, images).argmax(1) == labels)
+    print(f"{stem}: {accuracy:.4f} on {len(labels)} test images; card {card['test_accuracy']:.4f}")
+    assert accuracy == pytest.approx(card["test_accuracy"], abs=0.001)  # 10 images: other kernels, same weights
+
+
 @pytest.mark.skipif(not SHIPPED, reason="no shipped models")
 def test_shipped_models_answer_with_no_model_option(tmp_path):
     Image.new("RGB", (300, 200), (255, 255, 255)).save(tmp_path / "blank.png")
