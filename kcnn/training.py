@@ -4,13 +4,16 @@ A run folder holds:
 
 - ``model.keras``: the best checkpoint on validation accuracy (written to a
   temporary file and renamed into place, so a crash never leaves it half-written),
-- ``history.csv``: one row per epoch (``CSVLogger``), learning rate included,
+- ``history.csv``: one row per epoch (``CSVLogger``), learning rate and ``epoch_seconds``
+  (the epoch's wall time, validation included) included,
 - ``config.json``: every setting used, the dataset version and library versions,
 - ``metrics.json``: ``test_accuracy`` and ``test_loss`` of ``model.keras`` on
   the test split, computed at the end, and ``final_test_accuracy``, that of the
   last epoch's weights (the same number when the last epoch is the best), and
   for colour datasets and runs trained with flips ``test_accuracy_tta_flip``,
-  that of ``model.keras`` with test-time flip averaging,
+  that of ``model.keras`` with test-time flip averaging; ``fit_seconds_this_call``,
+  the wall time of this call's ``fit``, and ``fit_seconds``, the summed epoch times
+  of all calls (a resumed run's whole training time),
 - ``curves.png``: loss, accuracy and learning rate per epoch,
 - ``evaluation/``: ``kcnn evaluate`` of ``model.keras`` on the test split
   (evaluation.json, confusion matrix, misclassified and random predictions),
@@ -336,6 +339,16 @@ def read_history(path: Path) -> list[dict]:
             for row in rows]
 
 
+def _logs_epoch_seconds(path: Path) -> bool:
+    """Whether a run's ``history.csv`` gets an ``epoch_seconds`` column: yes for a new file or one
+    that has it; no for one written before kcnn timed epochs, whose resumed rows must keep its
+    header's columns (``CSVLogger`` appends without rewriting the header)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return True
+    with open(path, newline="") as f:
+        return "epoch_seconds" in next(csv.reader(f), [])
+
+
 def _truncate_history(path: Path, epochs_done: int) -> None:
     """Keep only rows of epochs the backup holds (a crash may leave one extra row)."""
     if not path.exists():
@@ -493,6 +506,16 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
                 lr = self.model.optimizer.learning_rate
                 logs["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
 
+    class EpochTimer(keras.callbacks.Callback):
+        """Adds ``epoch_seconds``, the epoch's wall time (training and validation), to the epoch logs."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs is not None:
+                logs["epoch_seconds"] = time.perf_counter() - self.start
+
     class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
         """``ModelCheckpoint`` that saves to a temporary file and renames it into place."""
 
@@ -584,6 +607,7 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
         *extra,
         divergence,
         LearningRateLogger(),
+        *([EpochTimer()] if _logs_epoch_seconds(run_dir / "history.csv") else []),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         *ema_in,
         AtomicModelCheckpoint(
@@ -767,6 +791,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         f"best_{monitor}": best_row.get(monitor),
         "epochs": len(history),
         "fit_seconds_this_call": round(fit_seconds, 1),
+        **fit_seconds_all_epochs(history),
         "peak_rss_gib": round(peak_rss_gib(), 2),
     }
     _write_json(run_dir / "metrics.json", metrics)
@@ -788,6 +813,14 @@ def _dtype_policy(mixed_precision: str | None):
         yield
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def fit_seconds_all_epochs(history: list[dict]) -> dict:
+    """``{"fit_seconds": s}``, the summed ``epoch_seconds`` of every row of ``history`` (wall
+    seconds, over every call of a resumed run), or ``{}`` when some row has none (run folders
+    from before kcnn timed epochs)."""
+    seconds = [row.get("epoch_seconds") for row in history]
+    return {"fit_seconds": round(sum(seconds), 1)} if seconds and None not in seconds else {}
 
 
 def peak_rss_gib() -> float:
@@ -825,10 +858,14 @@ def _validate(s: dict) -> None:
 
 
 def format_results(history: list[dict], metrics: dict, monitor: str = "val_accuracy") -> str:
-    """A compact per-epoch results table and the final test figures."""
+    """A compact per-epoch results table and the final test figures.
+
+    Columns: epoch, loss, acc, val_loss, val_acc, lr and s (the epoch's wall seconds), each only
+    when the first row of ``history`` has it (no validation split: no val columns).
+    """
     cols = [("epoch", "epoch", "5d"), ("loss", "loss", "8.4f"), ("accuracy", "acc", "7.4f"),
             ("val_loss", "val_loss", "8.4f"), ("val_accuracy", "val_acc", "7.4f"),
-            ("learning_rate", "lr", "9.2e")]
+            ("learning_rate", "lr", "9.2e"), ("epoch_seconds", "s", "6.1f")]
     cols = [c for c in cols if not history or c[0] in history[0]]
     lines = [" ".join(f"{title:>{int(fmt.split('.')[0].rstrip('d'))}}" for _, title, fmt in cols)]
     for row in history:

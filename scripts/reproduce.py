@@ -189,12 +189,14 @@ def cell(runs: list[dict], metric: str = "test_accuracy") -> str:
 
 def minutes(runs: list[dict]) -> str:
     """Mean fit time per run, in minutes, for each machine the runs trained on (machines numbered as in
-    the caption when the table holds runs of several)."""
+    the caption when the table holds runs of several): ``fit_seconds``, all epochs of a resumed run
+    included, or for records without it ``fit_seconds_this_call``."""
     machines = sorted({r["machine"] for rs in _ALL.values() for r in rs})
     by_machine: dict[str, list[float]] = {}
     for r in runs:
-        if r.get("fit_seconds_this_call"):
-            by_machine.setdefault(r["machine"], []).append(r["fit_seconds_this_call"] / 60)
+        seconds = r.get("fit_seconds") or r.get("fit_seconds_this_call")  # records before epoch times: the latter
+        if seconds:
+            by_machine.setdefault(r["machine"], []).append(seconds / 60)
     parts = [f"{statistics.mean(t):.1f} min" + (f" [{machines.index(m) + 1}]" if len(machines) > 1 else "")
              for m, t in sorted(by_machine.items())]
     return ", ".join(parts) or "—"

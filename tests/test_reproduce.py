@@ -30,7 +30,8 @@ def records(tmp_path, monkeypatch):
 VERSIONS = {"python": "3.11.7", "keras": "3.15.1", "backend": "torch", "torch": "2.13.0+cpu"}
 
 
-def fake_run(runs, recipe, seed, accuracy, seconds=60.0, final=None, machine="CPU, 2 cores", **changed):
+def fake_run(runs, recipe, seed, accuracy, seconds=60.0, final=None, machine="CPU, 2 cores", all_calls=None,
+             **changed):
     """A finished run folder of ``kcnn train`` for ROW with today's settings, but for ``changed`` ones."""
     folder = runs / reproduce.run_name(ROW, recipe, seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -41,6 +42,8 @@ def fake_run(runs, recipe, seed, accuracy, seconds=60.0, final=None, machine="CP
     metrics = {"test_accuracy": accuracy, "fit_seconds_this_call": seconds}
     if final is not None:
         metrics["final_test_accuracy"] = final
+    if all_calls is not None:
+        metrics["fit_seconds"] = all_calls
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -77,6 +80,14 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
              .strip("|").split("|")]
     assert cells[5] == "99.13% (n=1, min 99.13%)"
     assert cells[7] == "no (-0.10 pt)"
+
+
+def test_a_resumed_runs_fit_time_counts_the_epochs_of_every_call(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    fake_run(tmp_path, None, 0, 0.9940, seconds=60, all_calls=600)  # resumed: 60 s in the last call
+    fake_run(tmp_path, None, 1, 0.9950, seconds=300)  # a record from before epoch times
+    cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
+    assert cells[8] == "— / 7.5 min"
 
 
 def test_readme_table_is_replaced_between_the_markers_only(tmp_path):

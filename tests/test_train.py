@@ -54,7 +54,7 @@ def test_a_run_without_validation_split_finishes_and_picks_the_checkpoint_by_tra
                      "--model", "net24k", "--batch-size", "16", "--val-split", "0")
     assert result.exit_code == 0, result.output
     history = read_history(out / "history.csv")  # CSVLogger writes NA in its val_* columns
-    assert [sorted(row) for row in history] == [["accuracy", "epoch", "learning_rate", "loss"]] * 2
+    assert [sorted(row) for row in history] == [["accuracy", "epoch", "epoch_seconds", "learning_rate", "loss"]] * 2
     metrics = json.loads((out / "metrics.json").read_text())
     assert "best_accuracy" in metrics and "by accuracy" in result.output
     assert (out / "curves.png").exists()
@@ -94,7 +94,40 @@ def test_interrupted_run_resumes_where_it_stopped(fake_data_dir, tmp_path):
     result = train("mnist", log=lines.append, **kwargs)
     assert result.resumed_from_epoch == 2
     assert [r["epoch"] for r in result.history] == [0, 1, 2]
-    assert json.loads((out / "metrics.json").read_text())["epochs"] == 3
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 3
+    seconds = [r["epoch_seconds"] for r in result.history]  # both calls' epochs are timed
+    assert min(seconds) > 0
+    assert metrics["fit_seconds"] == round(sum(seconds), 1) > seconds[-1]
+    assert metrics["fit_seconds_this_call"] >= seconds[-1]  # this call trained one epoch
+
+
+def test_a_history_from_before_epoch_times_keeps_its_columns_on_resume(tmp_path):
+    from kcnn.training import _logs_epoch_seconds, fit_seconds_all_epochs
+
+    path = tmp_path / "history.csv"
+    assert _logs_epoch_seconds(path)  # a new run
+    path.write_text("epoch,accuracy,epoch_seconds,learning_rate,loss\n0,0.5,12.5,0.001,1.2\n")
+    assert _logs_epoch_seconds(path)
+    path.write_text("epoch,accuracy,learning_rate,loss\n0,0.5,0.001,1.2\n")  # written before kcnn timed epochs
+    assert not _logs_epoch_seconds(path)
+    assert fit_seconds_all_epochs([{"epoch": 0, "epoch_seconds": 1.5}, {"epoch": 1, "epoch_seconds": 2.0}]) == {
+        "fit_seconds": 3.5}
+    assert fit_seconds_all_epochs([{"epoch": 0, "epoch_seconds": 1.0}, {"epoch": 1}]) == {}
+    assert fit_seconds_all_epochs([]) == {}
+
+
+def test_results_table_gives_the_epoch_times_where_the_history_has_them():
+    from kcnn.training import format_results
+
+    metrics = dict(test_accuracy=0.99, test_loss=0.03, best_epoch=2)
+    timed = [dict(epoch=e, loss=0.1, accuracy=0.9, learning_rate=1e-3, epoch_seconds=40.3 + e) for e in (0, 1)]
+    lines = format_results(timed, metrics, "accuracy").splitlines()
+    assert lines[0].split() == ["epoch", "loss", "acc", "lr", "s"]
+    assert lines[2].split()[-1] == "41.3"
+    assert lines[-1] == "test accuracy 0.9900 | test loss 0.0300 | best epoch 2 by accuracy"
+    untimed = [{k: v for k, v in row.items() if k != "epoch_seconds"} for row in timed]
+    assert format_results(untimed, metrics, "accuracy").splitlines()[0].split() == ["epoch", "loss", "acc", "lr"]
 
 
 def test_finished_or_foreign_run_folder_is_refused(fake_data_dir, tmp_path):
