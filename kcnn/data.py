@@ -181,9 +181,10 @@ def load_info(name: str, data_dir: str | None = None) -> DatasetInfo:
     )
 
 
-def default_augmentation(info: DatasetInfo) -> str:
-    """The default policy: ``crop_flip`` for colour images (CIFAR), ``affine`` for gray digits/clothes."""
-    return "crop_flip" if info.image_shape[-1] == 3 else "affine"
+def default_augmentation(image_shape) -> str:
+    """The default policy for images of ``image_shape`` ``(H, W, C)``: ``crop_flip`` for colour
+    images (C = 3, CIFAR), ``affine`` for gray digits/clothes."""
+    return "crop_flip" if image_shape[-1] == 3 else "affine"
 
 
 def make_augmentation(policy: str, seed: int | None = None):
@@ -396,7 +397,7 @@ def load_datasets(name: str, *, data_dir: str | None = None, batch_size: int = 1
     info = load_info(name, data_dir)
     train_split, val_name, num_val = split_names(info.num_train, val_split)
     if augment is True:
-        augment = default_augmentation(info)
+        augment = default_augmentation(info.image_shape)
     augmentation = make_augmentation(augment or "none", seed=seed)
     import tensorflow as tf
 

@@ -136,14 +136,17 @@ def describe_recipe(name: str) -> str:
 
     Example: ``describe_recipe("cifar_b64")`` is ``"adam 0.004 onecycle, flip, batch 64"``;
     weight decay, label smoothing and EMA are named only when non-zero, and an ``augment``
-    of ``True``/``False`` reads "affine (gray) / crop_flip (colour)" (``kcnn.data.default_augmentation``)
-    / "no augmentation".
+    of ``True`` reads as ``kcnn.data.default_augmentation``'s policies, "affine (gray) /
+    crop_flip (colour)", and ``False`` as "no augmentation".
 
     Raises:
         KeyError: ``name`` is not in :data:`RECIPES`.
     """
+    from kcnn.data import default_augmentation  # stdlib-only at import time
+
     r = RECIPES[name]
-    augment = {True: "affine (gray) / crop_flip (colour)", False: "no augmentation"}.get(r["augment"], r["augment"])
+    dataset_default = f"{default_augmentation((28, 28, 1))} (gray) / {default_augmentation((32, 32, 3))} (colour)"
+    augment = {True: dataset_default, False: "no augmentation"}.get(r["augment"], r["augment"])
     parts = [f"{r['optimizer']} {r['lr']:g} {r['lr_schedule']}", augment, f"batch {r['batch_size']}"]
     parts += [f"{label} {r[key]:g}" for key, label in
               (("weight_decay", "weight decay"), ("label_smoothing", "label smoothing"), ("ema", "ema"))
@@ -723,7 +726,7 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         "settings": settings,
         "resolved": {"device": device_name, "machine": describe_device(device_name),
                      "steps_per_epoch": steps_per_epoch, "num_train": ds.num_train, "num_val": ds.num_val,
-                     "augmentation": (data.default_augmentation(info) if augment is True
+                     "augmentation": (data.default_augmentation(info.image_shape) if augment is True
                                       else (augment or "none"))},
         "dataset": {"name": info.name, "version": info.version, "class_names": list(info.class_names),
                     "image_shape": list(info.image_shape), "data_dir": info.data_dir},

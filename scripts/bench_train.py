@@ -187,7 +187,7 @@ def main(cases, steps, rounds, data_dir, pipeline):
         images, labels = load_split_arrays(dataset, f"train[:{kc.ds.num_train}]", data_dir)
         from kcnn.data import default_augmentation
 
-        ref = TorchLoop(name, images, labels, default_augmentation(kc.ds.info))
+        ref = TorchLoop(name, images, labels, default_augmentation(kc.ds.info.image_shape))
         kc.run(max(10, steps // 5))  # warm-up (also fills the tf.data cache)
         ref.run(max(10, steps // 5))
         k_rates, r_rates = [], []
