@@ -31,7 +31,7 @@ VERSIONS = {"python": "3.11.7", "keras": "3.15.1", "backend": "torch", "torch": 
 
 
 def fake_run(runs, recipe, seed, accuracy, seconds=60.0, final=None, machine="CPU, 2 cores", all_calls=None,
-             **changed):
+             tta=None, **changed):
     """A finished run folder of ``kcnn train`` for ROW with today's settings, but for ``changed`` ones."""
     folder = runs / reproduce.run_name(ROW, recipe, seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,6 +44,8 @@ def fake_run(runs, recipe, seed, accuracy, seconds=60.0, final=None, machine="CP
         metrics["final_test_accuracy"] = final
     if all_calls is not None:
         metrics["fit_seconds"] = all_calls
+    if tta is not None:
+        metrics[reproduce.TTA] = tta
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
@@ -71,7 +73,8 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
     assert cells[5] == "not run"
     assert cells[6] == "99.50% ± 0.10 (n=3, min 99.40%) (`digits_small`)"
     assert cells[7] == "yes"
-    assert cells[8] == "— / 3.3 min"
+    assert cells[8] == "—"  # digit runs record no flip averaging
+    assert cells[9] == "— / 3.3 min"
     assert "Trained on: CPU, 2 cores; Python 3.11.7, keras 3.15.1 (torch), torch 2.13.0+cpu." in (
         reproduce.document([ROW]))
 
@@ -87,7 +90,22 @@ def test_a_resumed_runs_fit_time_counts_the_epochs_of_every_call(tmp_path, monke
     fake_run(tmp_path, None, 0, 0.9940, seconds=60, all_calls=600)  # resumed: 60 s in the last call
     fake_run(tmp_path, None, 1, 0.9950, seconds=300)  # a record from before epoch times
     cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
-    assert cells[8] == "— / 7.5 min"
+    assert cells[9] == "— / 7.5 min"
+
+
+def test_the_flip_averaged_column_averages_the_default_runs_that_all_record_it_and_leaves_meets_alone(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    fake_run(tmp_path, None, 0, 0.9930, tta=0.9950)
+    fake_run(tmp_path, None, 1, 0.9930, tta=0.9970)
+    fake_run(tmp_path, "seed", 0, 0.9900, tta=0.9999)  # the seed recipe's is not shown
+    cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
+    assert (cells[7], cells[8]) == ("no (-0.10 pt)", "99.60% ± 0.14 (n=2, min 99.50%)")
+    assert "kcnn default, flip-averaged" in reproduce.table([ROW]).splitlines()[0]
+
+    fake_run(tmp_path, None, 2, 0.9930)  # one run without it: no mean of the others
+    cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
+    assert cells[8] == "—"
 
 
 def test_readme_table_is_replaced_between_the_markers_only(tmp_path):
@@ -129,7 +147,7 @@ def test_runs_from_several_machines_are_numbered_in_the_caption_and_timed_apart(
     assert ("Trained on: [1] CPU, 2 cores; Python 3.11.7, keras 3.15.1 (torch), torch 2.13.0+cpu; "
             "[2] NVIDIA H100 80GB HBM3; Python 3.11.7") in document
     cells = [c.strip() for c in document.strip().splitlines()[-1].strip("|").split("|")]
-    assert cells[8] == "— / 10.0 min [1], 1.0 min [2]"
+    assert cells[9] == "— / 10.0 min [1], 1.0 min [2]"
 
 
 def test_a_run_trained_before_its_recipe_changed_is_left_out_and_never_overwritten(tmp_path, monkeypatch, capsys):
