@@ -69,16 +69,18 @@ RECIPES = {
     # README "Single runs") it beat cifar_sgd: 74.98% vs 71.22% in 5 epochs; 81.00% in 15.
     "cifar": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment="flip",
                   batch_size=128, label_smoothing=0.0, ema=0.0),
-    # "cifar" at half the batch and twice the peak lr (4 times the lr per image), the colour default
-    # from 2026-11-23 until "cifar_adamw": CIFAR-10 cnn3 underfits in 5 epochs (train 73.6% under "cifar"), and more,
-    # larger steps fit further. Seed 0, 5 epochs (CPU, README "Single runs"): 76.73% against
-    # "cifar"'s 74.98%; batch 32 at 2e-3 gave 76.62%, batch 16 76.51%, batch 64 at 2e-3 75.92%.
-    # Seeds 0-1 (README "Results", earlier table): 76.71% in 5 epochs, 80.41% in 15; "cifar" (H100): 75.06%, 80.64%.
+    # "cifar" at half the batch and twice the peak lr (4 times the lr per image), the colour
+    # default from 2026-11-23 until "cifar_adamw": CIFAR-10 cnn3 underfits in 5 epochs (train
+    # 73.6% under "cifar"), and more, larger steps fit further. Seed 0, 5 epochs (CPU, README
+    # "Single runs"): 76.73% against "cifar"'s 74.98%; batch 32 at 2e-3 gave 76.62%, batch 16
+    # 76.51%, batch 64 at 2e-3 75.92%. Seeds 0-1 (README "Results" prose; records in git at
+    # 2f05ed0): 76.71% in 5 epochs, 80.41% in 15; "cifar" (H100): 75.06%, 80.64%.
     "cifar_b64": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.0, augment="flip",
                       batch_size=64, label_smoothing=0.0, ema=0.0),
-    # "cifar_b64" as AdamW: decoupled weight decay 0.05 (per step, times the lr; Loshchilov & Hutter
-    # 2019), the default for colour datasets. CIFAR-10 cnn3, seed 0 (CPU, README "Single runs"): 81.31%
-    # in 15 epochs against "cifar_b64"'s 80.20%, 77.08% in 5 against 76.73%; weight decay 0.2 gave 76.65%.
+    # "cifar_b64" as AdamW: decoupled weight decay 0.05 (per step, times the lr; Loshchilov &
+    # Hutter 2019), the default for colour datasets. CIFAR-10 cnn3 over seeds 0-1 (CPU, docs/runs):
+    # 81.32% in 15 epochs against "cifar_b64"'s 80.41%, 77.00% in 5 against 76.71%; cnn2 73.39%
+    # in 10 against 73.13%. Weight decay 0.2 gave 76.65% in 5 epochs (seed 0, README "Single runs").
     "cifar_adamw": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
                         batch_size=64, label_smoothing=0.0, ema=0.0),
     # SGD with Nesterov momentum 0.9, one-cycle to 0.05, weight decay 5e-4, pad-4 crop + flip
