@@ -49,6 +49,11 @@ def fake_run(runs, recipe, seed, accuracy, seconds=60.0, final=None, machine="CP
     (folder / "metrics.json").write_text(json.dumps(metrics))
 
 
+def last_row_cells(table: str) -> list[str]:
+    """The cells of a Markdown table's last line, stripped."""
+    return [c.strip() for c in table.strip().splitlines()[-1].strip("|").split("|")]
+
+
 def test_every_row_command_is_a_valid_kcnn_train_command():
     for row in reproduce.ROWS:
         for recipe in reproduce.RECIPES:
@@ -68,8 +73,7 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
     fake_run(tmp_path, None, 1, 0.9950, 200)
     fake_run(tmp_path, None, 7, 0.9960, 300)  # any seed counts
     (tmp_path / reproduce.run_name(ROW, "seed", 0)).mkdir()  # unfinished: no metrics.json
-    line = reproduce.table([ROW]).splitlines()[-1]
-    cells = [c.strip() for c in line.strip("|").split("|")]
+    cells = last_row_cells(reproduce.table([ROW]))
     assert cells[5] == "not run"
     assert cells[6] == "99.50% ± 0.10 (n=3, min 99.40%) (`digits_small`)"
     assert cells[7] == "yes"
@@ -79,8 +83,7 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
         reproduce.document([ROW]))
 
     fake_run(tmp_path, "seed", 0, 0.9913)
-    cells = [c.strip() for c in reproduce.table([dataclasses.replace(ROW, target=0.996)]).splitlines()[-1]
-             .strip("|").split("|")]
+    cells = last_row_cells(reproduce.table([dataclasses.replace(ROW, target=0.996)]))
     assert cells[5] == "99.13% (n=1, min 99.13%)"
     assert cells[7] == "no (-0.10 pt)"
 
@@ -89,7 +92,7 @@ def test_a_resumed_runs_fit_time_counts_the_epochs_of_every_call(tmp_path, monke
     monkeypatch.setattr(reproduce, "RUNS", tmp_path)
     fake_run(tmp_path, None, 0, 0.9940, seconds=60, all_calls=600)  # resumed: 60 s in the last call
     fake_run(tmp_path, None, 1, 0.9950, seconds=300)  # a record from before epoch times
-    cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
+    cells = last_row_cells(reproduce.table([ROW]))
     assert cells[9] == "— / 7.5 min"
 
 
@@ -99,12 +102,13 @@ def test_the_flip_averaged_column_averages_the_default_runs_that_all_record_it_a
     fake_run(tmp_path, None, 0, 0.9930, tta=0.9950)
     fake_run(tmp_path, None, 1, 0.9930, tta=0.9970)
     fake_run(tmp_path, "seed", 0, 0.9900, tta=0.9999)  # the seed recipe's is not shown
-    cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
+    table = reproduce.table([ROW])
+    cells = last_row_cells(table)
     assert (cells[7], cells[8]) == ("no (-0.10 pt)", "99.60% ± 0.14 (n=2, min 99.50%)")
-    assert "kcnn default, flip-averaged" in reproduce.table([ROW]).splitlines()[0]
+    assert "kcnn default, flip-averaged" in table.splitlines()[0]
 
     fake_run(tmp_path, None, 2, 0.9930)  # one run without it: no mean of the others
-    cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
+    cells = last_row_cells(reproduce.table([ROW]))
     assert cells[8] == "—"
 
 
@@ -131,7 +135,7 @@ def test_a_final_figure_row_reports_the_last_epochs_accuracy(tmp_path, monkeypat
     fake_run(tmp_path, None, 0, 0.9950, final=0.9930)
     fake_run(tmp_path, None, 1, 0.9960, final=0.9950)
     fake_run(tmp_path, None, 2, 0.9990)  # from before final_test_accuracy: not counted
-    cells = [c.strip() for c in reproduce.table([final_row]).splitlines()[-1].strip("|").split("|")]
+    cells = last_row_cells(reproduce.table([final_row]))
     assert cells[6] == "99.40% ± 0.14 (n=2, min 99.30%) (`digits_small`)"
     assert cells[7] == "yes"
     assert "last epoch's weights" in reproduce.document([final_row])
@@ -146,7 +150,7 @@ def test_runs_from_several_machines_are_numbered_in_the_caption_and_timed_apart(
     document = reproduce.document([ROW])
     assert ("Trained on: [1] CPU, 2 cores; Python 3.11.7, keras 3.15.1 (torch), torch 2.13.0+cpu; "
             "[2] NVIDIA H100 80GB HBM3; Python 3.11.7") in document
-    cells = [c.strip() for c in document.strip().splitlines()[-1].strip("|").split("|")]
+    cells = last_row_cells(document)
     assert cells[9] == "— / 10.0 min [1], 1.0 min [2]"
 
 
@@ -161,7 +165,7 @@ def test_a_run_trained_before_its_recipe_changed_is_left_out_and_never_overwritt
     stale = tmp_path / reproduce.run_name(ROW, None, 1)
     before = {p.name: p.read_bytes() for p in stale.iterdir()}
 
-    cells = [c.strip() for c in reproduce.table([ROW]).splitlines()[-1].strip("|").split("|")]
+    cells = last_row_cells(reproduce.table([ROW]))
     assert cells[6] == "99.50% (n=1, min 99.50%) (`digits_small`)"
     assert reproduce.STALE == [f"{stale} (label_smoothing: 0.2 there, 0.1 here)"]
     with pytest.raises(SystemExit, match=re.escape(

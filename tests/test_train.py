@@ -410,8 +410,8 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), dataset="mnist", model="cnn3")["recipe"] == "digits"
     assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar"
     assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
-    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_adamw, cifar_sgd, "
-                                         "seed. Received: recipe='fast'"):
+    with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_adamw, "
+                                         "cifar_sgd, seed. Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
