@@ -12,7 +12,8 @@ import click
 
 import kcnn
 from kcnn.data import AUGMENTATIONS, TTA  # stdlib-only at import time
-from kcnn.training import DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES, describe_default_recipes, describe_recipe
+from kcnn.training import (DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES, WHITEN_IMAGES, describe_default_recipes,
+                           describe_recipe)
 
 
 def _device_option(f):
@@ -94,6 +95,9 @@ def main():
 @click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
               help="Momentum per step of an exponential moving average of the weights, used for validation, "
                    "the checkpoint and the final weights (e.g. 0.999) [default: the recipe's, 0 = off].")
+@click.option("--whiten/--no-whiten", default=None,
+              help="Start the first convolution as a patch-whitening filter bank estimated on the first "
+                   f"{WHITEN_IMAGES:,} training images (airbench's initialization) [default: the recipe's].")
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
               help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, flip_erase (flip, "
                    "then random erasing), shift (±2 whole pixels), affine (rotation, shift, zoom for digits) "
@@ -112,7 +116,7 @@ def main():
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule, weight_decay,
-          label_smoothing, ema, augment, seed, val_split, device, mixed_precision, data_dir, output, overwrite,
+          label_smoothing, ema, whiten, augment, seed, val_split, device, mixed_precision, data_dir, output, overwrite,
           verbose):
     """Train MODEL on the TFDS dataset DATASET (mnist, fashion_mnist, cifar10, cifar100).
 
@@ -128,7 +132,7 @@ def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule
 
         train_fn(dataset, model=model, epochs=epochs, batch_size=batch_size, recipe=recipe, lr=lr,
                  optimizer=optimizer, lr_schedule=lr_schedule, weight_decay=weight_decay,
-                 label_smoothing=label_smoothing, ema=ema, augment=augment, seed=seed, val_split=val_split,
+                 label_smoothing=label_smoothing, ema=ema, whiten=whiten, augment=augment, seed=seed, val_split=val_split,
                  device=device,
                  mixed_precision=mixed_precision, data_dir=data_dir, output=output, overwrite=overwrite,
                  # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)

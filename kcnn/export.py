@@ -77,6 +77,8 @@ def _command(s: dict) -> str:
     for key in ("weight_decay", "label_smoothing", "ema", "mixed_precision"):  # left out when 0 or None
         if s.get(key):
             parts += [f"--{key.replace('_', '-')}", str(s[key])]
+    if s.get("whiten"):
+        parts.append("--whiten")
     if isinstance(s.get("augment"), str):
         parts += ["--augment", s["augment"]]
     elif s.get("augment") is False:

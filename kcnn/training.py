@@ -49,8 +49,9 @@ DEFAULTS = dict(
 #: weight decay (per step, as a fraction of lr), augmentation (True = the dataset's
 #: default policy, or a name of kcnn.data.AUGMENTATIONS), batch size (images per step),
 #: label smoothing (the fraction of each one-hot target spread evenly over the classes,
-#: Szegedy et al. 2016, "Rethinking the Inception Architecture", section 7) and ema (the
-#: momentum, per step, of an exponential moving average of the weights; 0 = off).
+#: Szegedy et al. 2016, "Rethinking the Inception Architecture", section 7), ema (the
+#: momentum, per step, of an exponential moving average of the weights; 0 = off) and whiten
+#: (start the first conv as a patch-whitening filter bank, kcnn.models.whiten_first_conv).
 #: Without --recipe a run gets :func:`default_recipe`: "digits" for MNIST ("digits_small" for
 #: net24k), "cifar" for Fashion-MNIST, "cifar_adamw" for colour datasets; explicit options override single settings.
 RECIPES = {
@@ -58,17 +59,17 @@ RECIPES = {
     # smoothing 0.1, MNIST cnn3 in 15 epochs averaged 99.63% ± 0.03 over seeds 0-2 (CPU; README
     # "Results", docs/runs), where 0.0 had averaged 99.56% ± 0.04 (H100).
     "digits": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment=True,
-                   batch_size=128, label_smoothing=0.1, ema=0.0),
+                   batch_size=128, label_smoothing=0.1, ema=0.0, whiten=False),
     # "digits" for small digit networks (net24k's default on MNIST): a higher peak lr, batch 64 and
     # +-2 px shifts instead of the affine policy, under which the 24k net underfits (train 98.5% in
     # 10 epochs). MNIST net24k in 10 epochs averaged 99.50% ± 0.03 final over seeds 0-2, where
     # "digits" had averaged 99.08% ± 0.13 (CPU; README "Recipes" and "Results", docs/runs).
     "digits_small": dict(optimizer="adam", lr=5e-3, lr_schedule="onecycle", weight_decay=0.0, augment="shift",
-                         batch_size=64, label_smoothing=0.1, ema=0.0),
+                         batch_size=64, label_smoothing=0.1, ema=0.0, whiten=False),
     # Adam, one-cycle to 2e-3, horizontal flips only. On CIFAR-10 cnn3 (seed 0, one run each,
     # README "Single runs") it beat cifar_sgd: 74.98% vs 71.22% in 5 epochs; 81.00% in 15.
     "cifar": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment="flip",
-                  batch_size=128, label_smoothing=0.0, ema=0.0),
+                  batch_size=128, label_smoothing=0.0, ema=0.0, whiten=False),
     # "cifar" at half the batch and twice the peak lr (4 times the lr per image), the colour
     # default from 2026-11-23 until "cifar_adamw": CIFAR-10 cnn3 underfits in 5 epochs (train
     # 73.6% under "cifar"), and more, larger steps fit further. Seed 0, 5 epochs (CPU, README
@@ -76,23 +77,28 @@ RECIPES = {
     # 76.51%, batch 64 at 2e-3 75.92%. Seeds 0-1 (README "Results" prose; records in git at
     # 2f05ed0): 76.71% in 5 epochs, 80.41% in 15; "cifar" (H100): 75.06%, 80.64%.
     "cifar_b64": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.0, augment="flip",
-                      batch_size=64, label_smoothing=0.0, ema=0.0),
+                      batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False),
     # "cifar_b64" as AdamW: decoupled weight decay 0.05 (per step, times the lr; Loshchilov &
     # Hutter 2019), the default for colour datasets. CIFAR-10 cnn3 over seeds 0-1 (CPU, docs/runs):
     # 81.32% in 15 epochs against "cifar_b64"'s 80.41%, 77.00% in 5 against 76.71%; cnn2 73.39%
     # in 10 against 73.13%. Weight decay 0.2 gave 76.65% in 5 epochs (seed 0, README "Single runs").
     "cifar_adamw": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
-                        batch_size=64, label_smoothing=0.0, ema=0.0),
+                        batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False),
+    # "cifar_adamw" with the first conv started as a patch-whitening filter bank (airbench's
+    # initialization, kcnn.models.whiten_first_conv). CIFAR-10 cnn3, seed 0, 5 epochs (CPU, README
+    # "Single runs"): 78.19% against "cifar_adamw"'s 77.08%.
+    "cifar_whiten": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
+                         batch_size=64, label_smoothing=0.0, ema=0.0, whiten=True),
     # SGD with Nesterov momentum 0.9, one-cycle to 0.05, weight decay 5e-4, pad-4 crop + flip
     # (kcnn's colour default until the models took PyTorch's initialization).
     "cifar_sgd": dict(optimizer="sgd", lr=0.05, lr_schedule="onecycle", weight_decay=5e-4, augment=True,
-                      batch_size=128, label_smoothing=0.0, ema=0.0),
+                      batch_size=128, label_smoothing=0.0, ema=0.0, whiten=False),
     # The seeds' plain tutorial setup, the baseline of scripts/reproduce.py: Adam at
     # Keras' default 1e-3, constant, no augmentation, no weight decay, batch 64. The
     # seeds' own optimizer settings are not recorded anywhere kcnn can read, so this is
     # the common setup of such tutorials, not a verified copy of each seed.
     "seed": dict(optimizer="adam", lr=1e-3, lr_schedule="constant", weight_decay=0.0, augment=False,
-                 batch_size=64, label_smoothing=0.0, ema=0.0),
+                 batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False),
 }
 #: Peak learning rate for an optimizer chosen over the recipe's, when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
@@ -102,12 +108,15 @@ MIXED_PRECISION = (None, "bfloat16", "float16")
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
 #: onecycle: fraction of all steps spent warming up from lr/25 to lr.
 ONECYCLE_WARMUP = 0.2
+#: whiten: the first conv's patch whitening is estimated on the train split's first this many images
+#: (all the training images when there are fewer; never validation images).
+WHITEN_IMAGES = 5000
 #: step: multiply lr by 0.1 after 50% and 75% of the epochs.
 STEP_BOUNDARIES, STEP_FACTOR = (0.5, 0.75), 0.1
 #: Settings that do not change what a run computes; they may differ on resume.
 _NOT_IDENTITY = ("device", "data_dir", "output", "verbose")
 #: Settings added after run folders were first written, with the value older folders trained with.
-_ADDED_SETTINGS = {"label_smoothing": 0.0, "ema": 0.0, "mixed_precision": None}
+_ADDED_SETTINGS = {"label_smoothing": 0.0, "ema": 0.0, "mixed_precision": None, "whiten": False}
 
 
 #: Default recipes that differ from the image-shape rule of :func:`default_recipe`.
@@ -142,7 +151,7 @@ def describe_recipe(name: str) -> str:
     """One line of a recipe's settings, for ``--help`` (written from :data:`RECIPES`).
 
     Example: ``describe_recipe("cifar_b64")`` is ``"adam 0.004 onecycle, flip, batch 64"``;
-    weight decay, label smoothing and EMA are named only when non-zero, and an ``augment``
+    weight decay, label smoothing, EMA and whitening are named only when on, and an ``augment``
     of ``True`` reads as ``kcnn.data.default_augmentation``'s policies, "affine (gray) /
     crop_flip (colour)", and ``False`` as "no augmentation".
 
@@ -158,6 +167,7 @@ def describe_recipe(name: str) -> str:
     parts += [f"{label} {r[key]:g}" for key, label in
               (("weight_decay", "weight decay"), ("label_smoothing", "label smoothing"), ("ema", "ema"))
               if r[key]]
+    parts += ["whitened first conv"] * bool(r["whiten"])
     return ", ".join(parts)
 
 
@@ -209,7 +219,7 @@ def run_settings(dataset: str, image_shape, *, model: str = DEFAULTS["model"], e
         model, epochs, recipe, val_split, seed, mixed_precision, device, data_dir,
             batch_size: as for :func:`train`.
         **overrides: optimizer, lr, lr_schedule, weight_decay, augment,
-            label_smoothing, ema; None = the recipe's.
+            label_smoothing, ema, whiten; None = the recipe's.
 
     Raises:
         ValueError: unknown recipe name (other values are checked by :func:`train`).
@@ -635,7 +645,7 @@ def _callbacks(run_dir: Path, monitor: str, best_so_far: float | None, extra, da
 def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULTS["epochs"],
           batch_size: int | None = None, recipe: str | None = None, lr: float | None = None,
           optimizer: str | None = None, lr_schedule: str | None = None, weight_decay: float | None = None,
-          label_smoothing: float | None = None, ema: float | None = None,
+          label_smoothing: float | None = None, ema: float | None = None, whiten: bool | None = None,
           val_split: float = DEFAULTS["val_split"], augment: bool | str | None = None,
           seed: int = DEFAULTS["seed"], device: str = "auto", mixed_precision: str | None = None,
           data_dir: str | None = None,
@@ -660,6 +670,9 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
         ema: in [0, 1): momentum per step of an exponential moving average of the
             weights (Keras' ``use_ema``); validation, the checkpoint and the final
             weights use the average, training steps the weights themselves. 0 = off.
+        whiten: start the first ``Conv2D`` as a patch-whitening filter bank estimated on
+            the train split's first :data:`WHITEN_IMAGES` images
+            (:func:`kcnn.models.whiten_first_conv`; airbench's initialization).
         val_split: fraction of the train split held out for validation (0 = none;
             the checkpoint then tracks training accuracy).
         augment: True (dataset default), False, or a policy of :data:`kcnn.data.AUGMENTATIONS`;
@@ -701,7 +714,8 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     info = data.load_info(dataset, data_dir)  # fails fast, before any folder is made
     settings = run_settings(dataset, info.image_shape, model=model, epochs=epochs, recipe=recipe,
                             optimizer=optimizer, lr=lr, lr_schedule=lr_schedule, weight_decay=weight_decay,
-                            augment=augment, label_smoothing=label_smoothing, ema=ema, batch_size=batch_size,
+                            augment=augment, label_smoothing=label_smoothing, ema=ema, whiten=whiten,
+                            batch_size=batch_size,
                             val_split=val_split, seed=seed, mixed_precision=mixed_precision, device=device,
                             data_dir=data_dir)
     _validate(settings)
@@ -747,6 +761,11 @@ def train(dataset: str, *, model: str = DEFAULTS["model"], epochs: int = DEFAULT
     keras_device = device_name if keras.backend.backend() == "torch" else device_name.replace("cuda", "gpu")
     with keras.device(keras_device), _dtype_policy(mixed_precision):
         net = models.create_model(model, info.image_shape, info.num_classes)
+        if settings["whiten"] and epochs_done == 0:  # a resumed run restores its weights instead
+            images = load_split_arrays(dataset, f"train[:{min(WHITEN_IMAGES, ds.num_train)}]", data_dir)[0]
+            eigenvalues = models.whiten_first_conv(net, images)
+            log(f"first conv whitened on {len(images)} training images (leading patch variances "
+                f"{', '.join(f'{v:.3g}' for v in eigenvalues[:3])})")
         schedule = make_lr_schedule(lr_schedule, peak_lr, steps_per_epoch, epochs)
         loss, metric = make_loss(settings["label_smoothing"])
         if settings["label_smoothing"]:
@@ -865,6 +884,8 @@ def _validate(s: dict) -> None:
         raise ValueError(f"label_smoothing must be in [0, 1). Received: label_smoothing={s['label_smoothing']}")
     if s["weight_decay"] < 0:
         raise ValueError(f"weight_decay must be >= 0. Received: weight_decay={s['weight_decay']}")
+    if not isinstance(s["whiten"], bool):
+        raise ValueError(f"whiten must be True or False. Received: whiten={s['whiten']!r}")
 
 
 def format_results(history: list[dict], metrics: dict, monitor: str = "val_accuracy") -> str:

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from kcnn.models import create_model, list_models
+from kcnn.models import WHITEN_EPS, create_model, first_conv, list_models, whiten_first_conv
 
 NATIVE_SHAPE = {"cnn3": (32, 32, 3), "cnn2": (32, 32, 3), "net24k": (28, 28, 1),
                 "cnn2_simple": (28, 28, 1)}
@@ -131,3 +131,57 @@ def test_weights_start_from_pytorchs_default_initialization(name):
         if isinstance(layer, keras.layers.BatchNormalization):
             assert (layer.epsilon, layer.momentum) == (1e-5, 0.9), layer.name
     assert checked >= 3
+
+
+def smooth_images(shape, count=48, seed=0):
+    """uint8 images whose neighbouring pixels correlate, as in photographs (not white noise)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (count, shape[0] // 4 + 1, shape[1] // 4 + 1, shape[2])).astype("float32")
+    fine = keras.ops.convert_to_numpy(keras.ops.image.resize(coarse, shape[:2], data_format="channels_last"))
+    return np.clip(fine + rng.normal(0, 10, (count, *shape)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("data_format", ["channels_first", "channels_last"])
+@pytest.mark.parametrize("name", list_models())
+def test_whitened_first_conv_outputs_centred_uncorrelated_unit_variance_pairs(name, data_format):
+    shape = NATIVE_SHAPE[name]
+    model = create_model(name, shape, 10, data_format=data_format)
+    images = smooth_images(shape)
+    before = [keras.ops.convert_to_numpy(w) for w in model.weights]
+    eigenvalues = whiten_first_conv(model, images)
+    conv = first_conv(model)
+    kh, kw, channels, filters = conv.kernel.shape
+    assert eigenvalues.shape == (kh * kw * channels,) and np.all(np.diff(eigenvalues) <= 0)
+    conv.activation = keras.activations.linear  # look before net24k's / cnn2_simple's ReLU
+    out = keras.ops.convert_to_numpy(keras.Model(model.input, conv.output)(images))
+    if data_format == "channels_first":
+        out = out.transpose(0, 2, 3, 1)
+    pad = kh // 2 if conv.padding == "same" else 0  # positions where the kernel fits inside the image
+    out = out[:, pad:out.shape[1] - pad, pad:out.shape[2] - pad].reshape(-1, filters).astype(np.float64)
+    k = min(filters // 2, kh * kw * channels)  # cnn2_simple: 9 pairs from 3x3x1 patches, 14 filters left
+    np.testing.assert_allclose(out[:, :k], -out[:, k:2 * k], atol=1e-4)
+    np.testing.assert_allclose(out.mean(axis=0)[:2 * k], 0, atol=1e-3)
+    cov = np.cov(out[:, :k], rowvar=False, bias=True)
+    expected = eigenvalues[:k] / (eigenvalues[:k] + WHITEN_EPS)
+    np.testing.assert_allclose(cov, np.diag(expected), atol=2e-3)
+    # Only the first conv changed.
+    changed = [not np.array_equal(b, keras.ops.convert_to_numpy(w)) for b, w in zip(before, model.weights)]
+    assert [w.path for w, c in zip(model.weights, changed) if c] == [conv.kernel.path, conv.bias.path]
+    kernel_before = before[[w.path for w in model.weights].index(conv.kernel.path)]
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel)[..., 2 * k:], kernel_before[..., 2 * k:])
+
+
+def test_whitening_needs_images_of_the_models_input_shape():
+    model = create_model("cnn3", (32, 32, 3), 10)
+    with pytest.raises(ValueError) as err:
+        whiten_first_conv(model, np.zeros((4, 28, 28, 1), np.uint8))
+    assert str(err.value) == ("whiten_first_conv needs at least 2 images of shape (32, 32, 3). "
+                              "Received: images.shape=(4, 28, 28, 1)")
+
+
+def test_whitening_a_model_without_a_conv_is_an_error():
+    inputs = keras.Input((8, 8, 1))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(inputs)), name="mlp")
+    with pytest.raises(ValueError) as err:
+        whiten_first_conv(model, np.zeros((4, 8, 8, 1), np.uint8))
+    assert str(err.value) == "Model 'mlp' has no Conv2D layer to whiten."

@@ -227,8 +227,8 @@ def original_has_optimizer(path):
 
 def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fake_data_dir, tmp_path):
     out = tmp_path / "run"
-    assert run_cli("train", "mnist", "--epochs", "1", "--label-smoothing", "0.1", "--ema", "0.9", "--data-dir",
-                   fake_data_dir, "--output", str(out), *FAST).exit_code == 0
+    assert run_cli("train", "mnist", "--epochs", "1", "--label-smoothing", "0.1", "--ema", "0.9", "--whiten",
+                   "--data-dir", fake_data_dir, "--output", str(out), *FAST).exit_code == 0
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     result = run_cli("export", str(unfinished), str(tmp_path / "x.keras"))
@@ -247,7 +247,35 @@ def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fak
     assert (card["test_accuracy"], card["dataset"], card["model"]) == (metrics["test_accuracy"], "mnist", "net24k")
     assert card["command"].startswith("kcnn train mnist --recipe digits_small --model net24k --epochs 1 "
                                       "--batch-size 16")
-    assert "--label-smoothing 0.1 --ema 0.9" in card["command"]
+    assert "--label-smoothing 0.1 --ema 0.9 --whiten" in card["command"]
+
+
+class FirstConvAtStart(keras.callbacks.Callback):
+    """The first conv's kernel and bias when fit begins."""
+
+    def on_train_begin(self, logs=None):
+        from kcnn.models import first_conv
+
+        self.weights = [keras.ops.convert_to_numpy(w) for w in first_conv(self.model).weights]
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_whiten_starts_fit_from_the_first_convs_whitening_on_the_training_images(fake_data_dir, tmp_path, whiten):
+    from kcnn.evaluation import load_split_arrays
+    from kcnn.models import create_model, whiten_first_conv
+
+    start, lines = FirstConvAtStart(), []
+    train("cifar10", model="cnn2", epochs=1, batch_size=32, whiten=whiten, data_dir=fake_data_dir,
+          output=str(tmp_path / "run"), verbose=0, callbacks=[start], log=lines.append)
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    images = load_split_arrays("cifar10", f"train[:{config['resolved']['num_train']}]", fake_data_dir)[0]
+    reference = create_model("cnn2", (32, 32, 3), 10)
+    whiten_first_conv(reference, images)
+    kernel, bias = (keras.ops.convert_to_numpy(w) for w in reference.get_layer("conv1").weights)
+    assert config["settings"]["whiten"] is whiten
+    assert np.allclose(start.weights[0], kernel, atol=1e-6) is whiten  # all 32 filters: 16 +/- pairs
+    assert np.allclose(start.weights[1], bias, atol=1e-6) is whiten
+    assert any(line.startswith(f"first conv whitened on {len(images)} training images") for line in lines) is whiten
 
 
 def test_help_imports_no_heavy_library():
@@ -388,11 +416,11 @@ def test_recipes_follow_the_dataset_and_options_override_them():
 
     assert resolve_recipe((28, 28, 1)) == dict(recipe="digits", optimizer="adam", lr=2e-3, lr_schedule="onecycle",
                                                weight_decay=0.0, augment=True, batch_size=128,
-                                               label_smoothing=0.1, ema=0.0)
+                                               label_smoothing=0.1, ema=0.0, whiten=False)
     assert resolve_recipe((32, 32, 3), recipe="seed") == dict(recipe="seed", optimizer="adam", lr=1e-3,
                                                               lr_schedule="constant", weight_decay=0.0,
                                                               augment=False, batch_size=64, label_smoothing=0.0,
-                                                              ema=0.0)
+                                                              ema=0.0, whiten=False)
     assert resolve_recipe((28, 28, 1), recipe="seed", batch_size=32)["batch_size"] == 32
     cifar = resolve_recipe((32, 32, 3))
     assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["augment"], cifar["batch_size"],
@@ -411,7 +439,7 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar"
     assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
     with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_adamw, "
-                                         "cifar_sgd, seed. Received: recipe='fast'"):
+                                         "cifar_whiten, cifar_sgd, seed. Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
@@ -425,11 +453,13 @@ def test_train_help_states_every_recipes_settings_and_the_defaults_from_the_tabl
     assert describe_recipe("seed") == "adam 0.001 constant, no augmentation, batch 64"
     assert describe_default_recipes() == ("digits_small for net24k on mnist, cifar for fashion_mnist, "
                                           "cifar_adamw for colour images, digits for gray ones")
-    monkeypatch.setitem(training.RECIPES, "cifar", dict(training.RECIPES["cifar"], ema=0.999, lr=3e-3))
-    assert describe_recipe("cifar") == "adam 0.003 onecycle, flip, batch 128, ema 0.999"
+    monkeypatch.setitem(training.RECIPES, "cifar", dict(training.RECIPES["cifar"], ema=0.999, lr=3e-3, whiten=True))
+    assert describe_recipe("cifar") == "adam 0.003 onecycle, flip, batch 128, ema 0.999, whitened first conv"
     monkeypatch.setitem(training.DATASET_RECIPES, "cifar100", "cifar_sgd")
     assert "cifar_sgd for cifar100, cifar_adamw for colour images" in describe_default_recipes()
     assert describe_recipe("cifar_adamw") == "adam 0.004 onecycle, flip, batch 64, weight decay 0.05"
+    assert describe_recipe("cifar_whiten") == ("adam 0.004 onecycle, flip, batch 64, weight decay 0.05, "
+                                               "whitened first conv")
     monkeypatch.undo()
     text = " ".join(run_cli("train", "--help").output.split())  # undo click's line wrapping
     for name in training.RECIPES:
@@ -519,19 +549,21 @@ def test_label_smoothing_trains_on_smoothed_targets_and_the_file_loads_compiled_
     assert loss == pytest.approx(expected, rel=1e-4)
 
 
-def test_a_run_folder_from_before_label_smoothing_ema_and_mixed_precision_still_resumes(tmp_path):
+def test_a_run_folder_from_before_label_smoothing_ema_mixed_precision_and_whiten_still_resumes(tmp_path):
     from kcnn.training import RunFolderError, resolve_recipe, resolve_run_dir
 
     # folders from before label smoothing trained without it, so they resume only into a run without it
     settings = dict(dataset="mnist", model="cnn3", epochs=2, **resolve_recipe((28, 28, 1), label_smoothing=0.0),
                     val_split=0.1, seed=0, mixed_precision=None, device="auto", data_dir=None)
-    older = {k: v for k, v in settings.items() if k not in ("label_smoothing", "ema", "mixed_precision")}
+    older = {k: v for k, v in settings.items() if k not in ("label_smoothing", "ema", "mixed_precision", "whiten")}
     folder = tmp_path / "run"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"settings": older}))  # unfinished: no metrics.json
     assert resolve_run_dir(settings, str(folder)) == (folder, True)
     with pytest.raises(RunFolderError, match=r"\(ema: 0.0 there, 0.999 here\)"):
         resolve_run_dir({**settings, "ema": 0.999}, str(folder))
+    with pytest.raises(RunFolderError, match=r"\(whiten: False there, True here\)"):
+        resolve_run_dir({**settings, "whiten": True}, str(folder))
 
 
 class RecordEMA(keras.callbacks.Callback):
