@@ -132,8 +132,8 @@ def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule
 
         train_fn(dataset, model=model, epochs=epochs, batch_size=batch_size, recipe=recipe, lr=lr,
                  optimizer=optimizer, lr_schedule=lr_schedule, weight_decay=weight_decay,
-                 label_smoothing=label_smoothing, ema=ema, whiten=whiten, augment=augment, seed=seed, val_split=val_split,
-                 device=device,
+                 label_smoothing=label_smoothing, ema=ema, whiten=whiten, augment=augment, seed=seed,
+                 val_split=val_split, device=device,
                  mixed_precision=mixed_precision, data_dir=data_dir, output=output, overwrite=overwrite,
                  # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
                  verbose="auto" if sys.stdout.isatty() else 2, log=lambda line: click.echo(line))
