@@ -80,15 +80,15 @@ RECIPES = {
                       batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False),
     # "cifar_b64" as AdamW: decoupled weight decay 0.05 (per step, times the lr; Loshchilov &
     # Hutter 2019), the colour default on 2026-11-23, until "cifar_whiten". CIFAR-10 cnn3 over seeds
-    # 0-1 (CPU; README "Results" prose, records in git at 68701ae):
+    # 0-1 (CPU; README "Results" prose, records in git at f7a8f43):
     # 81.32% in 15 epochs against "cifar_b64"'s 80.41%, 77.00% in 5 against 76.71%; cnn2 73.39%
     # in 10 against 73.13%. Weight decay 0.2 gave 76.65% in 5 epochs (seed 0, README "Single runs").
     "cifar_adamw": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
                         batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False),
     # "cifar_adamw" with the first conv started as a patch-whitening filter bank (airbench's
     # initialization, kcnn.models.whiten_first_conv), the default for colour datasets. CIFAR-10
-    # cnn3, seed 0 (CPU, README "Single runs"): 78.19% in 5 epochs against "cifar_adamw"'s 77.08%,
-    # 82.02% in 15 against 81.31%.
+    # over seeds 0-1 (CPU; README "Results", docs/runs): cnn3 82.09% in 15 epochs against
+    # "cifar_adamw"'s 81.32%, 78.19% in 5 against 77.00%; cnn2 73.81% in 10 against 73.39%.
     "cifar_whiten": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
                          batch_size=64, label_smoothing=0.0, ema=0.0, whiten=True),
     # SGD with Nesterov momentum 0.9, one-cycle to 0.05, weight decay 5e-4, pad-4 crop + flip
