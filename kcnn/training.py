@@ -115,8 +115,10 @@ ONECYCLE_WARMUP = 0.2
 WHITEN_IMAGES = 5000
 #: step: multiply lr by 0.1 after 50% and 75% of the epochs.
 STEP_BOUNDARIES, STEP_FACTOR = (0.5, 0.75), 0.1
-#: Settings that do not change what a run computes; they may differ on resume.
-_NOT_IDENTITY = ("device", "data_dir", "output", "verbose")
+#: Settings that do not change what a run computes; they may differ on resume. The recipe is only
+#: a name for the settings recorded one by one beside it: ``--recipe cifar_adamw --whiten`` and
+#: ``--recipe cifar_whiten`` train the same run.
+_NOT_IDENTITY = ("device", "data_dir", "output", "verbose", "recipe")
 #: Settings added after run folders were first written, with the value older folders trained with.
 _ADDED_SETTINGS = {"label_smoothing": 0.0, "ema": 0.0, "mixed_precision": None, "whiten": False}
 

@@ -128,9 +128,11 @@ STALE: list[str] = []
 
 
 def _read(name: str, row: Row, recipe: str | None, seed: int) -> dict | None:
-    """The metrics of the finished run ``name``, with its recipe name, machine, ``source`` (the
-    folder or record read) and ``stale``: how its settings differ from today's ``kcnn train`` command
-    of (row, recipe, seed), or "".
+    """The metrics of the finished run ``name``, with ``recipe`` (the recipe today's ``kcnn train``
+    command of (row, recipe, seed) resolves to), ``trained_as`` (the recipe named when the run
+    trained), machine, ``source`` (the folder or record read) and ``stale``: how its settings differ
+    from today's command, or "". A run trained under another recipe name with the same settings is
+    not stale (the name is not a setting, see ``kcnn.training.config_differences``).
 
     A finished folder in :data:`RUNS` is read first, and copied to its record in :data:`RECORDS`
     unless stale; else the record is read; with neither, None.
@@ -152,8 +154,8 @@ def _read(name: str, row: Row, recipe: str | None, seed: int) -> dict | None:
             RECORDS.mkdir(parents=True, exist_ok=True)
             source.write_text(json.dumps(record, indent=1) + "\n")
         source = folder
-    return dict(record["metrics"], recipe=config["settings"]["recipe"], machine=run_machine(config), source=source,
-                stale=stale)
+    return dict(record["metrics"], recipe=today["recipe"], trained_as=config["settings"]["recipe"],
+                machine=run_machine(config), source=source, stale=stale)
 
 
 def run_machine(config: dict) -> str:
@@ -233,12 +235,16 @@ def table(rows) -> str:
     for row in rows:
         found = {recipe: _ALL[(row.name, recipe)] for recipe in RECIPES}
         default = found[None]
-        name = default[0]["recipe"] if default else "default"
+        name = f"`{default[0]['recipe']}`" if default else "`default`"
+        renamed = [r["trained_as"] for r in default if r["trained_as"] != r["recipe"]]
+        if renamed:  # runs trained under another recipe name, with the same settings
+            name += (f"; {len(renamed)} trained as {', '.join(f'`{n}`' for n in sorted(set(renamed)))} "
+                     f"with the same settings")
         mean = statistics.mean(r[row.metric] for r in default) if default else None
         met = "—" if mean is None else ("yes" if mean >= row.target else f"no ({100 * (mean - row.target):+.2f} pt)")
         lines.append(
             f"| {row.dataset} | {row.model} | {row.epochs} | {row.seed_figure} | ≥ {100 * row.target:.2f}% | "
-            f"{cell(found['seed'], row.metric)} | {cell(default, row.metric)} (`{name}`) | {met} | {cell(default, TTA)} | "
+            f"{cell(found['seed'], row.metric)} | {cell(default, row.metric)} ({name}) | {met} | {cell(default, TTA)} | "
             f"{minutes(found['seed'])} / {minutes(default)} |")
     return "\n".join(lines)
 

@@ -88,6 +88,21 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
     assert cells[7] == "no (-0.10 pt)"
 
 
+def test_a_run_trained_under_another_recipe_name_with_the_same_settings_counts_and_is_named(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    fake_run(tmp_path, None, 0, 0.9940)
+    fake_run(tmp_path, None, 1, 0.9960)
+    fake_run(tmp_path, None, 2, 0.9990, lr=2e-3)
+    for seed in (1, 2):  # e.g. --recipe digits with digits_small's options; seed 2 also another lr: stale
+        config = tmp_path / reproduce.run_name(ROW, None, seed) / "config.json"
+        saved = json.loads(config.read_text())
+        saved["settings"]["recipe"] = "digits"
+        config.write_text(json.dumps(saved))
+    cells = last_row_cells(reproduce.table([ROW]))
+    assert cells[6] == "99.50% ± 0.14 (n=2, min 99.40%) (`digits_small`; 1 trained as `digits` with the same settings)"
+    assert reproduce.STALE == [f"{tmp_path / reproduce.run_name(ROW, None, 2)} (lr: 0.002 there, 0.005 here)"]
+
+
 def test_a_resumed_runs_fit_time_counts_the_epochs_of_every_call(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "RUNS", tmp_path)
     fake_run(tmp_path, None, 0, 0.9940, seconds=60, all_calls=600)  # resumed: 60 s in the last call

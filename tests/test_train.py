@@ -566,6 +566,20 @@ def test_a_run_folder_from_before_label_smoothing_ema_mixed_precision_and_whiten
         resolve_run_dir({**settings, "whiten": True}, str(folder))
 
 
+def test_a_run_folder_of_the_same_settings_under_another_recipe_name_resumes(tmp_path):
+    from kcnn.training import RunFolderError, resolve_recipe, resolve_run_dir
+
+    run = dict(dataset="cifar10", model="cnn3", epochs=2, val_split=0.1, seed=0, mixed_precision=None,
+               device="auto", data_dir=None)
+    renamed = dict(run, **resolve_recipe((32, 32, 3), "cifar_adamw", whiten=True))
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"settings": renamed}))  # unfinished: no metrics.json
+    assert resolve_run_dir(dict(run, **resolve_recipe((32, 32, 3), "cifar_whiten")), str(folder)) == (folder, True)
+    with pytest.raises(RunFolderError, match=r"other settings \(whiten: True there, False here\)"):
+        resolve_run_dir(dict(run, **resolve_recipe((32, 32, 3), "cifar_adamw")), str(folder))
+
+
 class RecordEMA(keras.callbacks.Callback):
     """Per epoch end: the trained weights and the optimizer's moving averages of them; and
     reports rising validation accuracy, so every epoch's checkpoint is saved."""
