@@ -430,14 +430,15 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), optimizer="sgd")["lr"] == 0.05  # the optimizer's own default
     assert resolve_recipe((28, 28, 1), recipe="cifar_sgd")["optimizer"] == "sgd"
     assert resolve_recipe((28, 28, 1), dataset="mnist")["recipe"] == "digits"
-    assert resolve_recipe((28, 28, 1), dataset="fashion_mnist")["recipe"] == "cifar"  # clothes mirror; digits do not
+    fashion = resolve_recipe((28, 28, 1), dataset="fashion_mnist")  # clothes mirror; digits do not
+    assert (fashion["recipe"], fashion["augment"], fashion["whiten"]) == ("cifar_whiten", "flip", True)
     assert resolve_recipe((28, 28, 1), recipe="cifar")["batch_size"] == 128
     assert resolve_recipe((32, 32, 3), dataset="cifar100")["recipe"] == "cifar_whiten_ls"
     assert resolve_recipe((28, 28, 1), "digits", "fashion_mnist")["recipe"] == "digits"  # --recipe wins
     small = resolve_recipe((28, 28, 1), dataset="mnist", model="net24k")  # the small digit net's own default
     assert (small["recipe"], small["lr"], small["augment"], small["batch_size"]) == ("digits_small", 5e-3, "shift", 64)
     assert resolve_recipe((28, 28, 1), dataset="mnist", model="cnn3")["recipe"] == "digits"
-    assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar"
+    assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar_whiten"
     assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
     with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_adamw, "
                                          "cifar_whiten, cifar_whiten_ls, cifar_sgd, seed. Received: recipe='fast'"):
@@ -452,7 +453,7 @@ def test_train_help_states_every_recipes_settings_and_the_defaults_from_the_tabl
                                             "weight decay 0.0005")
     assert describe_recipe("digits_small") == "adam 0.005 onecycle, shift, batch 64, label smoothing 0.1"
     assert describe_recipe("seed") == "adam 0.001 constant, no augmentation, batch 64"
-    assert describe_default_recipes() == ("digits_small for net24k on mnist, cifar for fashion_mnist, "
+    assert describe_default_recipes() == ("digits_small for net24k on mnist, cifar_whiten for fashion_mnist, "
                                           "cifar_whiten_ls for colour images, digits for gray ones")
     monkeypatch.setitem(training.RECIPES, "cifar", dict(training.RECIPES["cifar"], ema=0.999, lr=3e-3, whiten=True))
     assert describe_recipe("cifar") == "adam 0.003 onecycle, flip, batch 128, ema 0.999, whitened first conv"
@@ -487,13 +488,14 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     assert metrics["test_accuracy_tta_flip"] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
 
 
-def test_fashion_mnist_trains_with_flips_by_default_and_reports_flip_averaging(fake_data_dir, tmp_path):
+def test_fashion_mnist_trains_with_flips_and_a_whitened_first_conv_by_default_and_reports_flip_averaging(fake_data_dir, tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "fashion_mnist", "--epochs", "1", "--data-dir", fake_data_dir, "--output", str(out),
                      *FAST)
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    assert (config["settings"]["recipe"], config["resolved"]["augmentation"]) == ("cifar", "flip")
+    assert (config["settings"]["recipe"], config["resolved"]["augmentation"], config["settings"]["whiten"]) == (
+        "cifar_whiten", "flip", True)
     assert 0.0 <= json.loads((out / "metrics.json").read_text())["test_accuracy_tta_flip"] <= 1.0
 
 
