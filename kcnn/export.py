@@ -11,7 +11,9 @@ import kcnn
 
 
 def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
-    """Write ``dest`` (``.keras``, weights only, no optimizer state) and ``dest`` with ``.json``.
+    """Write ``dest`` (``.keras``, weights only, no optimizer state, channels_last feature maps so
+    that it predicts under every Keras backend, see :func:`kcnn.models.to_channels_last`) and
+    ``dest`` with ``.json``.
 
     The card holds: dataset and TFDS version, class names in output order, input
     shape and dtype, what the output is, test accuracy and loss, epochs, the
@@ -32,7 +34,10 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
             raise FileNotFoundError(f"{run_dir / name}: missing; is the run finished?")
     config = json.loads((run_dir / "config.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
+    from kcnn.models import to_channels_last
+
+    # channels_last: TensorFlow's CPU kernels may not run the channels_first layers torch trains with
+    model = to_channels_last(keras.saving.load_model(run_dir / "model.keras", compile=False))
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.stem}.partial.keras")
     model.save(tmp)  # uncompiled: weights only, no optimizer state

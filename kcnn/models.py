@@ -112,6 +112,30 @@ def create_model(
     return _REGISTRY[name](input_shape, int(num_classes), data_format=data_format)
 
 
+def to_channels_last(model: keras.Model) -> keras.Model:
+    """The same function as ``model``, a :func:`create_model` model, with channels_last feature maps.
+
+    For ``.keras`` files that others load in plain Keras: TensorFlow's CPU kernels run NCHW
+    convolutions only with its oneDNN operations on (``TF_ENABLE_ONEDNN_OPTS=1``, on by default only
+    on some CPUs), so a channels_first file can fail to predict under the tensorflow backend. The
+    weights move unchanged (see :func:`create_model`); the input stays ``(batch, H, W, C)`` uint8.
+
+    Args:
+        model: built by :func:`create_model` (its ``name`` is the architecture's).
+
+    Returns:
+        ``model`` itself when no layer is channels_first, else a new uncompiled model.
+
+    Raises:
+        ValueError: ``model.name`` is not a registered architecture.
+    """
+    if all(getattr(layer, "data_format", None) != "channels_first" for layer in model.layers):
+        return model
+    portable = create_model(model.name, model.input_shape[1:], model.output_shape[-1], data_format="channels_last")
+    portable.set_weights(model.get_weights())
+    return portable
+
+
 def _inputs(input_shape) -> keras.KerasTensor:
     return keras.Input(shape=input_shape, dtype="uint8", name="image")
 

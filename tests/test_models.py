@@ -107,6 +107,19 @@ def test_both_layouts_compute_the_same_function_with_the_same_weights(name):
     np.testing.assert_allclose(first.predict(x, verbose=0), last.predict(x, verbose=0), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_to_channels_last_keeps_the_function_and_leaves_no_channels_first_layer(name):
+    from kcnn.models import to_channels_last
+
+    shape = NATIVE_SHAPE[name]
+    first = create_model(name, shape, 10, data_format="channels_first")
+    last = to_channels_last(first)
+    assert {getattr(layer, "data_format", None) for layer in last.layers} <= {None, "channels_last"}
+    assert to_channels_last(last) is last
+    x = np.random.default_rng(5).integers(0, 256, (4, *shape), dtype=np.uint8)
+    np.testing.assert_allclose(last.predict(x, verbose=0), first.predict(x, verbose=0), rtol=0, atol=1e-5)
+
+
 def test_unknown_data_format_is_rejected():
     with pytest.raises(ValueError) as err:
         create_model("cnn3", data_format="nchw")

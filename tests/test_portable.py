@@ -31,11 +31,11 @@ def plain_env(backend):
 def models_to_check(tmp_path):
     import keras
 
-    from kcnn.models import create_model
+    from kcnn.models import create_model, to_channels_last
 
     keras.utils.set_random_seed(7)
-    built = create_model("cnn3", (28, 28, 1), 10)  # Resizing + gray-to-RGB inside
-    built.save(tmp_path / "cnn3_mnist.keras")
+    built = create_model("cnn3", (28, 28, 1), 10)  # Resizing + gray-to-RGB inside; channels_first on torch
+    to_channels_last(built).save(tmp_path / "cnn3_mnist.keras")  # as kcnn export writes it
     return [tmp_path / "cnn3_mnist.keras"] + shipped_models()
 
 

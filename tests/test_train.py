@@ -241,6 +241,8 @@ def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fak
     original = keras.saving.load_model(out / "model.keras")
     np.testing.assert_allclose(keras.ops.convert_to_numpy(exported(images)),
                                keras.ops.convert_to_numpy(original(images)), atol=1e-6)
+    assert "channels_first" in {getattr(layer, "data_format", None) for layer in original.layers}
+    assert {getattr(layer, "data_format", None) for layer in exported.layers} <= {None, "channels_last"}
     card = json.loads((tmp_path / "shipped" / "digits.json").read_text())
     config, metrics = (json.loads((out / f).read_text()) for f in ("config.json", "metrics.json"))
     assert card["trained_on"] == config["resolved"]["machine"]
