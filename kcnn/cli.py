@@ -103,8 +103,9 @@ def main():
                    "then random erasing), shift (±2 whole pixels), affine (rotation, shift, zoom for digits) "
                    "or none [default: the recipe's, see --recipe].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
-@click.option("--val-split", type=click.FloatRange(0, 0.5), default=DEFAULTS["val_split"], show_default=True,
-              help="Fraction of the train split held out for validation.")
+@click.option("--val-split", type=click.FloatRange(0, 0.5), default=None,
+              help="Fraction of the train split held out for validation and the checkpoint's choice; 0 trains "
+                   "on all of it and keeps the last epoch [default: the recipe's, 0.1 unless it names another].")
 @_device_option
 @click.option("--mixed-precision", type=click.Choice(["bfloat16", "float16"]), default=None,
               help="Train under Keras' mixed_bfloat16/mixed_float16 policy (for CUDA) [default: float32].")
@@ -120,7 +121,8 @@ def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule
           verbose):
     """Train MODEL on the TFDS dataset DATASET (mnist, fashion_mnist, cifar10, cifar100).
 
-    Writes model.keras (best validation accuracy), history.csv, config.json and
+    Writes model.keras (best validation accuracy; best training accuracy without a
+    validation split), history.csv, config.json and
     metrics.json (test accuracy/loss) into the run folder. Re-running the same
     command after a crash or Ctrl-C resumes from the last completed epoch.
 

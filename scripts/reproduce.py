@@ -252,8 +252,9 @@ def table(rows) -> str:
 def document(rows) -> str:
     finals = ", ".join(f"{r.dataset} {r.model}" for r in rows if r.final)
     body = table(rows)
-    return (f"Test accuracy of each run's `model.keras` (the epoch of best validation accuracy) on the "
-            f"dataset's test split; for the rows whose target is a final figure ({finals}), of the last "
+    return (f"Test accuracy of each run's `model.keras` (the epoch of best validation accuracy; of best training "
+            f"accuracy for a recipe without a validation split, `--val-split 0`) on the dataset's test split; "
+            f"for the rows whose target is a final figure ({finals}), of the last "
             f"epoch's weights (`final_test_accuracy`). Flip-averaged: the same `model.keras` averaging its "
             f"predictions on each test image and its mirror (`kcnn evaluate --tta flip`, recorded by runs trained with "
             f"flips; not a target figure). Mean ± sample standard deviation over the seeds run (n), from "

@@ -418,11 +418,11 @@ def test_recipes_follow_the_dataset_and_options_override_them():
 
     assert resolve_recipe((28, 28, 1)) == dict(recipe="digits", optimizer="adam", lr=2e-3, lr_schedule="onecycle",
                                                weight_decay=0.0, augment=True, batch_size=128,
-                                               label_smoothing=0.1, ema=0.0, whiten=False)
+                                               label_smoothing=0.1, ema=0.0, whiten=False, val_split=0.1)
     assert resolve_recipe((32, 32, 3), recipe="seed") == dict(recipe="seed", optimizer="adam", lr=1e-3,
                                                               lr_schedule="constant", weight_decay=0.0,
                                                               augment=False, batch_size=64, label_smoothing=0.0,
-                                                              ema=0.0, whiten=False)
+                                                              ema=0.0, whiten=False, val_split=0.1)
     assert resolve_recipe((28, 28, 1), recipe="seed", batch_size=32)["batch_size"] == 32
     cifar = resolve_recipe((32, 32, 3))
     assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["augment"], cifar["batch_size"],
@@ -433,17 +433,20 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), recipe="cifar_sgd")["optimizer"] == "sgd"
     assert resolve_recipe((28, 28, 1), dataset="mnist")["recipe"] == "digits"
     fashion = resolve_recipe((28, 28, 1), dataset="fashion_mnist")  # clothes mirror; digits do not
-    assert (fashion["recipe"], fashion["augment"], fashion["whiten"]) == ("cifar_whiten", "flip", True)
+    assert (fashion["recipe"], fashion["augment"], fashion["whiten"], fashion["val_split"]) == (
+        "cifar_whiten_full", "flip", True, 0.0)
+    assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", val_split=0.2)["val_split"] == 0.2
     assert resolve_recipe((28, 28, 1), recipe="cifar")["batch_size"] == 128
     assert resolve_recipe((32, 32, 3), dataset="cifar100")["recipe"] == "cifar_whiten_ls"
     assert resolve_recipe((28, 28, 1), "digits", "fashion_mnist")["recipe"] == "digits"  # --recipe wins
     small = resolve_recipe((28, 28, 1), dataset="mnist", model="net24k")  # the small digit net's own default
     assert (small["recipe"], small["lr"], small["augment"], small["batch_size"]) == ("digits_small", 5e-3, "shift", 64)
     assert resolve_recipe((28, 28, 1), dataset="mnist", model="cnn3")["recipe"] == "digits"
-    assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar_whiten"
+    assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar_whiten_full"
     assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
     with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_adamw, "
-                                         "cifar_whiten, cifar_whiten_ls, cifar_sgd, seed. Received: recipe='fast'"):
+                                         "cifar_whiten, cifar_whiten_ls, cifar_whiten_full, cifar_sgd, seed. "
+                                         "Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
@@ -455,7 +458,7 @@ def test_train_help_states_every_recipes_settings_and_the_defaults_from_the_tabl
                                             "weight decay 0.0005")
     assert describe_recipe("digits_small") == "adam 0.005 onecycle, shift, batch 64, label smoothing 0.1"
     assert describe_recipe("seed") == "adam 0.001 constant, no augmentation, batch 64"
-    assert describe_default_recipes() == ("digits_small for net24k on mnist, cifar_whiten for fashion_mnist, "
+    assert describe_default_recipes() == ("digits_small for net24k on mnist, cifar_whiten_full for fashion_mnist, "
                                           "cifar_whiten_ls for colour images, digits for gray ones")
     monkeypatch.setitem(training.RECIPES, "cifar", dict(training.RECIPES["cifar"], ema=0.999, lr=3e-3, whiten=True))
     assert describe_recipe("cifar") == "adam 0.003 onecycle, flip, batch 128, ema 0.999, whitened first conv"
@@ -466,6 +469,10 @@ def test_train_help_states_every_recipes_settings_and_the_defaults_from_the_tabl
                                                "whitened first conv")
     assert describe_recipe("cifar_whiten_ls") == ("adam 0.004 onecycle, flip, batch 64, weight decay 0.05, "
                                                   "label smoothing 0.1, whitened first conv")
+    assert describe_recipe("cifar_whiten_full") == ("adam 0.004 onecycle, flip, batch 64, weight decay 0.05, "
+                                                    "whitened first conv, no validation split")
+    monkeypatch.setitem(training.RECIPES, "seed", dict(training.RECIPES["seed"], val_split=0.2))
+    assert describe_recipe("seed") == "adam 0.001 constant, no augmentation, batch 64, val split 0.2"
     monkeypatch.undo()
     text = " ".join(run_cli("train", "--help").output.split())  # undo click's line wrapping
     for name in training.RECIPES:
@@ -490,14 +497,16 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     assert metrics["test_accuracy_tta_flip"] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
 
 
-def test_fashion_mnist_trains_with_flips_and_a_whitened_first_conv_by_default_and_reports_flip_averaging(fake_data_dir, tmp_path):
+def test_fashion_mnist_trains_on_the_whole_train_split_with_flips_and_a_whitened_first_conv_by_default(
+        fake_data_dir, tmp_path):
     out = tmp_path / "run"
     result = run_cli("train", "fashion_mnist", "--epochs", "1", "--data-dir", fake_data_dir, "--output", str(out),
-                     *FAST)
+                     "--model", "net24k", "--batch-size", "16")
     assert result.exit_code == 0, result.output
     config = json.loads((out / "config.json").read_text())
-    assert (config["settings"]["recipe"], config["resolved"]["augmentation"], config["settings"]["whiten"]) == (
-        "cifar_whiten", "flip", True)
+    assert (config["settings"]["recipe"], config["resolved"]["augmentation"], config["settings"]["whiten"],
+            config["settings"]["val_split"]) == ("cifar_whiten_full", "flip", True, 0.0)
+    assert "val_accuracy" not in read_history(out / "history.csv")[0] and "by accuracy" in result.output
     assert 0.0 <= json.loads((out / "metrics.json").read_text())["test_accuracy_tta_flip"] <= 1.0
 
 
@@ -561,7 +570,7 @@ def test_a_run_folder_from_before_label_smoothing_ema_mixed_precision_and_whiten
 
     # folders from before label smoothing trained without it, so they resume only into a run without it
     settings = dict(dataset="mnist", model="cnn3", epochs=2, **resolve_recipe((28, 28, 1), label_smoothing=0.0),
-                    val_split=0.1, seed=0, mixed_precision=None, device="auto", data_dir=None)
+                    seed=0, mixed_precision=None, device="auto", data_dir=None)
     older = {k: v for k, v in settings.items() if k not in ("label_smoothing", "ema", "mixed_precision", "whiten")}
     folder = tmp_path / "run"
     folder.mkdir()
@@ -576,7 +585,7 @@ def test_a_run_folder_from_before_label_smoothing_ema_mixed_precision_and_whiten
 def test_a_run_folder_of_the_same_settings_under_another_recipe_name_resumes(tmp_path):
     from kcnn.training import RunFolderError, resolve_recipe, resolve_run_dir
 
-    run = dict(dataset="cifar10", model="cnn3", epochs=2, val_split=0.1, seed=0, mixed_precision=None,
+    run = dict(dataset="cifar10", model="cnn3", epochs=2, seed=0, mixed_precision=None,
                device="auto", data_dir=None)
     renamed = dict(run, **resolve_recipe((32, 32, 3), "cifar_adamw", whiten=True))
     folder = tmp_path / "run"
