@@ -105,7 +105,7 @@ def main():
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=None,
               help="Fraction of the train split held out for validation and the checkpoint's choice; 0 trains "
-                   "on all of it and keeps the last epoch [default: the recipe's, 0.1 unless it names another].")
+                   "on all of it and keeps the epoch of best training accuracy [default: the recipe's, 0.1 unless it names another].")
 @_device_option
 @click.option("--mixed-precision", type=click.Choice(["bfloat16", "float16"]), default=None,
               help="Train under Keras' mixed_bfloat16/mixed_float16 policy (for CUDA) [default: float32].")

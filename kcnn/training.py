@@ -52,7 +52,7 @@ DEFAULTS = dict(
 #: momentum, per step, of an exponential moving average of the weights; 0 = off), whiten
 #: (start the first conv as a patch-whitening filter bank, kcnn.models.whiten_first_conv) and
 #: val_split (the fraction of TFDS train held out for validation and checkpoint choice; 0 = train
-#: on all of it and keep the last epoch, the checkpoint then tracking training accuracy).
+#: on all of it, the checkpoint then tracking training accuracy, which peaks at the last epoch in practice).
 #: Without --recipe a run gets :func:`default_recipe`: "digits" for MNIST ("digits_small" for
 #: net24k), "cifar_whiten_full" for Fashion-MNIST, "cifar_whiten_ls" for colour datasets; explicit
 #: options override single settings.
