@@ -104,8 +104,9 @@ def main():
                    "or none [default: the recipe's, see --recipe].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=None,
-              help="Fraction of the train split held out for validation and the checkpoint's choice; 0 trains "
-                   "on all of it and keeps the epoch of best training accuracy [default: the recipe's, 0.1 unless it names another].")
+              help="Fraction of the train split held out for validation and the checkpoint's choice; "
+                   "0 trains on all of it and keeps the epoch of best training accuracy "
+                   "[default: the recipe's, 0.1 unless it names another].")
 @_device_option
 @click.option("--mixed-precision", type=click.Choice(["bfloat16", "float16"]), default=None,
               help="Train under Keras' mixed_bfloat16/mixed_float16 policy (for CUDA) [default: float32].")
