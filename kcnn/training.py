@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import kcnn
+from kcnn.data import DEFAULT_VAL_SPLIT  # stdlib-only at import time
 
 #: Training settings that do not depend on the dataset, in one place (airbench style).
 DEFAULTS = dict(
@@ -61,17 +62,17 @@ RECIPES = {
     # smoothing 0.1, MNIST cnn3 in 15 epochs averaged 99.63% ± 0.03 over seeds 0-2 (CPU; README
     # "Results", docs/runs), where 0.0 had averaged 99.56% ± 0.04 (H100).
     "digits": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment=True,
-                   batch_size=128, label_smoothing=0.1, ema=0.0, whiten=False, val_split=0.1),
+                   batch_size=128, label_smoothing=0.1, ema=0.0, whiten=False, val_split=DEFAULT_VAL_SPLIT),
     # "digits" for small digit networks (net24k's default on MNIST): a higher peak lr, batch 64 and
     # +-2 px shifts instead of the affine policy, under which the 24k net underfits (train 98.5% in
     # 10 epochs). MNIST net24k in 10 epochs averaged 99.50% ± 0.03 final over seeds 0-2, where
     # "digits" had averaged 99.08% ± 0.13 (CPU; README "Recipes" and "Results", docs/runs).
     "digits_small": dict(optimizer="adam", lr=5e-3, lr_schedule="onecycle", weight_decay=0.0, augment="shift",
-                         batch_size=64, label_smoothing=0.1, ema=0.0, whiten=False, val_split=0.1),
+                         batch_size=64, label_smoothing=0.1, ema=0.0, whiten=False, val_split=DEFAULT_VAL_SPLIT),
     # Adam, one-cycle to 2e-3, horizontal flips only. On CIFAR-10 cnn3 (seed 0, one run each,
     # README "Single runs") it beat cifar_sgd: 74.98% vs 71.22% in 5 epochs; 81.00% in 15.
     "cifar": dict(optimizer="adam", lr=2e-3, lr_schedule="onecycle", weight_decay=0.0, augment="flip",
-                  batch_size=128, label_smoothing=0.0, ema=0.0, whiten=False, val_split=0.1),
+                  batch_size=128, label_smoothing=0.0, ema=0.0, whiten=False, val_split=DEFAULT_VAL_SPLIT),
     # "cifar" at half the batch and twice the peak lr (4 times the lr per image), the colour
     # default from 2026-11-23 until "cifar_adamw": CIFAR-10 cnn3 underfits in 5 epochs (train
     # 73.6% under "cifar"), and more, larger steps fit further. Seed 0, 5 epochs (CPU, README
@@ -79,27 +80,27 @@ RECIPES = {
     # 76.51%, batch 64 at 2e-3 75.92%. Seeds 0-1 (README "Results" prose; records in git at
     # 2f05ed0): 76.71% in 5 epochs, 80.41% in 15; "cifar" (H100): 75.06%, 80.64%.
     "cifar_b64": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.0, augment="flip",
-                      batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False, val_split=0.1),
+                      batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False, val_split=DEFAULT_VAL_SPLIT),
     # "cifar_b64" as AdamW: decoupled weight decay 0.05 (per step, times the lr; Loshchilov &
     # Hutter 2019), the colour default on 2026-11-23, until "cifar_whiten". CIFAR-10 cnn3 over seeds
     # 0-1 (CPU; README "Results" prose, records in git at f7a8f43):
     # 81.32% in 15 epochs against "cifar_b64"'s 80.41%, 77.00% in 5 against 76.71%; cnn2 73.39%
     # in 10 against 73.13%. Weight decay 0.2 gave 76.65% in 5 epochs (seed 0, README "Single runs").
     "cifar_adamw": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
-                        batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False, val_split=0.1),
+                        batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False, val_split=DEFAULT_VAL_SPLIT),
     # "cifar_adamw" with the first conv started as a patch-whitening filter bank (airbench's
     # initialization, kcnn.models.whiten_first_conv), the colour default on 2026-11-24 until
     # "cifar_whiten_ls". CIFAR-10 over seeds 0-1 (CPU; README "Results" prose, records in git at
     # 466e869): cnn3 82.09% in 15 epochs against "cifar_adamw"'s 81.32%, 78.19% in 5 against
     # 77.00%; cnn2 73.81% in 10 against 73.39%.
     "cifar_whiten": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
-                         batch_size=64, label_smoothing=0.0, ema=0.0, whiten=True, val_split=0.1),
+                         batch_size=64, label_smoothing=0.0, ema=0.0, whiten=True, val_split=DEFAULT_VAL_SPLIT),
     # "cifar_whiten" with label smoothing 0.1, the default for colour datasets. CIFAR-10 over
     # seeds 0-1 (CPU; README "Results", docs/runs): cnn3 78.91% in 5 epochs against "cifar_whiten"'s
     # 78.19% (past the seed's 78.47%); cnn2 74.70% in 10 against 73.81%; cnn3 81.88% in 15 against
     # 82.09%, a loss within the two seeds' spread (0.17 and 0.11 points).
     "cifar_whiten_ls": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
-                            batch_size=64, label_smoothing=0.1, ema=0.0, whiten=True, val_split=0.1),
+                            batch_size=64, label_smoothing=0.1, ema=0.0, whiten=True, val_split=DEFAULT_VAL_SPLIT),
     # "cifar_whiten" trained on the full train split (no validation split; the epoch of best training
     # accuracy is kept, the last one in every run so far), Fashion-MNIST's default: cnn3 in 15 epochs
     # over seeds 0-2 (CPU; README "Results", docs/runs) 93.59% ± 0.09 against "cifar_whiten"'s 93.33%.
@@ -108,13 +109,13 @@ RECIPES = {
     # SGD with Nesterov momentum 0.9, one-cycle to 0.05, weight decay 5e-4, pad-4 crop + flip
     # (kcnn's colour default until the models took PyTorch's initialization).
     "cifar_sgd": dict(optimizer="sgd", lr=0.05, lr_schedule="onecycle", weight_decay=5e-4, augment=True,
-                      batch_size=128, label_smoothing=0.0, ema=0.0, whiten=False, val_split=0.1),
+                      batch_size=128, label_smoothing=0.0, ema=0.0, whiten=False, val_split=DEFAULT_VAL_SPLIT),
     # The seeds' plain tutorial setup, the baseline of scripts/reproduce.py: Adam at
     # Keras' default 1e-3, constant, no augmentation, no weight decay, batch 64. The
     # seeds' own optimizer settings are not recorded anywhere kcnn can read, so this is
     # the common setup of such tutorials, not a verified copy of each seed.
     "seed": dict(optimizer="adam", lr=1e-3, lr_schedule="constant", weight_decay=0.0, augment=False,
-                 batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False, val_split=0.1),
+                 batch_size=64, label_smoothing=0.0, ema=0.0, whiten=False, val_split=DEFAULT_VAL_SPLIT),
 }
 #: Peak learning rate for an optimizer chosen over the recipe's, when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
@@ -180,7 +181,7 @@ def describe_recipe(name: str) -> str:
     Raises:
         KeyError: ``name`` is not in :data:`RECIPES`.
     """
-    from kcnn.data import DEFAULT_VAL_SPLIT, default_augmentation  # stdlib-only at import time
+    from kcnn.data import default_augmentation  # stdlib-only at import time
 
     r = RECIPES[name]
     dataset_default = f"{default_augmentation((28, 28, 1))} (gray) / {default_augmentation((32, 32, 3))} (colour)"
