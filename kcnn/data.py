@@ -29,7 +29,9 @@ DEFAULT_VAL_SPLIT = 0.1
 #: Datasets kcnn documents and tests; other TFDS image datasets work too.
 KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 #: Augmentation policies by name.
-AUGMENTATIONS = ("none", "flip", "crop_flip", "flip_erase", "shift", "affine")
+AUGMENTATIONS = ("none", "flip", "crop_flip", "flip_erase", "shift", "affine", "flip_shift")
+#: flip_shift: the largest shift, as a fraction of each side (2 pixels on 32x32, airbench's translate).
+FLIP_SHIFT = 2 / 32
 #: flip_erase: probability that an image gets one erased rectangle (the paper's p = 0.5).
 ERASE_PROBABILITY = 0.5
 #: Test-time augmentation: "none", or "flip" (average each image's probabilities with its mirror's).
@@ -205,6 +207,12 @@ def make_augmentation(policy: str, seed: int | None = None):
             for small digit networks that underfit under ``"affine"``.
         ``"affine"``: small rotation (±10°), shift (±10%) and zoom (±10%), no
             flips (digits are not mirror-symmetric).
+        ``"flip_shift"``: horizontal flip, then a random shift of up to
+            :data:`FLIP_SHIFT` of each side (±2 pixels on 32x32), rounded to whole
+            pixels, the border mirrored (Keras' ``"reflect"``: d c b a | a b c d):
+            airbench's flip + 2-pixel translate (K. Jordan, "94% on CIFAR-10 in
+            3.29 Seconds on a Single GPU", 2024), a milder crop than
+            ``"crop_flip"``'s for short schedules.
         ``"none"``: returns ``None``.
 
     The layers run inside ``tf.data.map`` (Keras switches them to TensorFlow
@@ -239,6 +247,13 @@ def make_augmentation(policy: str, seed: int | None = None):
         ]
     elif policy == "shift":
         steps = [layers.RandomTranslation(0.08, 0.08, fill_mode="constant", interpolation="nearest", seed=seed)]
+    elif policy == "flip_shift":
+        steps = [
+            layers.RandomFlip("horizontal", seed=layer_seed(0)),
+            layers.RandomTranslation(
+                FLIP_SHIFT, FLIP_SHIFT, fill_mode="reflect", interpolation="nearest", seed=layer_seed(1)
+            ),
+        ]
     elif policy == "affine":
         steps = [
             layers.RandomRotation(10 / 360, fill_mode="constant", seed=layer_seed(0)),

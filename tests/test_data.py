@@ -32,7 +32,7 @@ def test_pipeline_on_mock_data_gives_uint8_batches(name, shape, policy):
         assert labels.dtype.name == "int64"
 
 
-@pytest.mark.parametrize("policy", ["flip", "crop_flip", "flip_erase", "shift", "affine"])
+@pytest.mark.parametrize("policy", ["flip", "crop_flip", "flip_erase", "shift", "affine", "flip_shift"])
 def test_pipeline_builds_its_augmentation_when_torchs_default_device_cannot_reach_tensorflow(policy, monkeypatch):
     """On a CUDA machine, Keras' build-by-running of an unbuilt layer inside the tf.data trace failed, leaving
     the TensorFlow-side seed generators uninitialized ("'NoneType' object has no attribute 'assign'", seen on
@@ -96,9 +96,28 @@ def test_shift_moves_each_digit_by_at_most_two_whole_pixels_with_zero_fill():
     assert len(set(found)) > 5  # and the shifts differ between images
 
 
+def test_flip_shift_mirrors_or_not_then_shifts_by_at_most_two_whole_pixels_with_the_border_mirrored():
+    import tensorflow as tf
+
+    images = np.random.default_rng(1).integers(0, 256, (32, 32, 32, 3)).astype("float32")
+    augmented = data.make_augmentation("flip_shift", seed=5)(tf.constant(images), training=True)
+    out = keras.ops.convert_to_numpy(augmented)  # a torch tensor, on the GPU where there is one
+
+    def expected(image, dy, dx, flip):
+        image = image[:, ::-1] if flip else image
+        padded = np.pad(image, ((2, 2), (2, 2), (0, 0)), mode="symmetric")  # Keras' "reflect": d c b a | a b c d
+        return padded[2 - dy:34 - dy, 2 - dx:34 - dx]
+
+    found = [next(((dy, dx, flip) for dy in range(-2, 3) for dx in range(-2, 3) for flip in (False, True)
+                   if np.array_equal(out[i], expected(images[i], dy, dx, flip))), None) for i in range(32)]
+    assert None not in found  # every output is a (mirrored) whole-pixel shift within ±2
+    assert len({(dy, dx) for dy, dx, _ in found}) > 5  # the shifts differ between images
+    assert 0 < sum(flip for _, _, flip in found) < 32  # some mirrored, some not
+
+
 def test_unknown_augmentation_policy():
     with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, flip_erase, "
-                                         r"shift, affine. Received: policy='cutmix'"):
+                                         r"shift, affine, flip_shift. Received: policy='cutmix'"):
         data.make_augmentation("cutmix")
 
 

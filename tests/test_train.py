@@ -445,8 +445,8 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar_whiten_full"
     assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
     with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_adamw, "
-                                         "cifar_whiten, cifar_whiten_ls, cifar_whiten_full, cifar_sgd, seed. "
-                                         "Received: recipe='fast'"):
+                                         "cifar_whiten, cifar_whiten_ls, cifar_whiten_shift, cifar_whiten_full, "
+                                         "cifar_sgd, seed. Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
@@ -521,7 +521,8 @@ def test_seed_recipe_from_the_command_line_sets_its_batch_size_and_augmentation(
     assert config["resolved"]["augmentation"] == "none"
     result = run_cli("train", "mnist", "--augment", "flop", "--data-dir", fake_data_dir)
     assert result.exit_code == 2
-    assert "'flop' is not one of 'none', 'flip', 'crop_flip', 'flip_erase', 'shift', 'affine'" in result.output
+    assert ("'flop' is not one of 'none', 'flip', 'crop_flip', 'flip_erase', 'shift', 'affine', 'flip_shift'"
+            in result.output)
 
 
 def test_mixed_precision_trains_in_bfloat16_with_a_float32_head_and_restores_the_policy(fake_data_dir, tmp_path):
