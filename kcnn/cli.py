@@ -101,7 +101,7 @@ def main():
 @click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
               help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, flip_erase (flip, "
                    "then random erasing), shift (±2 whole pixels), affine (rotation, shift, zoom for digits), "
-                   "flip_shift (flip + ±2 pixels, border reflected) or none [default: the recipe's, see --recipe].")
+                   "flip_shift (flip + ±2 pixels, border mirrored) or none [default: the recipe's, see --recipe].")
 @click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
 @click.option("--val-split", type=click.FloatRange(0, 0.5), default=None,
               help="Fraction of the train split held out for validation and the checkpoint's choice; "

@@ -212,7 +212,7 @@ def make_augmentation(policy: str, seed: int | None = None):
             pixels, the border mirrored (Keras' ``"reflect"``: d c b a | a b c d):
             airbench's flip + 2-pixel translate (K. Jordan, "94% on CIFAR-10 in
             3.29 Seconds on a Single GPU", 2024), a milder crop than
-            ``"crop_flip"``'s for short schedules.
+            ``"crop_flip"``'s.
         ``"none"``: returns ``None``.
 
     The layers run inside ``tf.data.map`` (Keras switches them to TensorFlow
