@@ -426,8 +426,8 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), recipe="seed", batch_size=32)["batch_size"] == 32
     cifar = resolve_recipe((32, 32, 3))
     assert (cifar["recipe"], cifar["optimizer"], cifar["lr"], cifar["augment"], cifar["batch_size"],
-            cifar["weight_decay"], cifar["whiten"], cifar["label_smoothing"]) == (
-        "cifar_whiten_ls", "adam", 4e-3, "flip", 64, 0.05, True, 0.1)
+            cifar["weight_decay"], cifar["whiten"], cifar["label_smoothing"], cifar["val_split"]) == (
+        "cifar_whiten_shift_full", "adam", 4e-3, "flip_shift", 64, 0.05, True, 0.1, 0.0)
     assert resolve_recipe((32, 32, 3), lr=0.1, augment=False)["lr"] == 0.1
     assert resolve_recipe((28, 28, 1), optimizer="sgd")["lr"] == 0.05  # the optimizer's own default
     assert resolve_recipe((28, 28, 1), recipe="cifar_sgd")["optimizer"] == "sgd"
@@ -437,7 +437,7 @@ def test_recipes_follow_the_dataset_and_options_override_them():
         "cifar_whiten_full", "flip", True, 0.0)
     assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", val_split=0.2)["val_split"] == 0.2
     assert resolve_recipe((28, 28, 1), recipe="cifar")["batch_size"] == 128
-    assert resolve_recipe((32, 32, 3), dataset="cifar100")["recipe"] == "cifar_whiten_ls"
+    assert resolve_recipe((32, 32, 3), dataset="cifar100")["recipe"] == "cifar_whiten_shift_full"
     assert resolve_recipe((28, 28, 1), "digits", "fashion_mnist")["recipe"] == "digits"  # --recipe wins
     small = resolve_recipe((28, 28, 1), dataset="mnist", model="net24k")  # the small digit net's own default
     assert (small["recipe"], small["lr"], small["augment"], small["batch_size"]) == ("digits_small", 5e-3, "shift", 64)
@@ -445,7 +445,8 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), dataset="fashion_mnist", model="net24k")["recipe"] == "cifar_whiten_full"
     assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
     with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_adamw, "
-                                         "cifar_whiten, cifar_whiten_ls, cifar_whiten_shift, cifar_whiten_full, "
+                                         "cifar_whiten, cifar_whiten_ls, cifar_whiten_shift, cifar_whiten_shift_full, "
+                                         "cifar_whiten_full, "
                                          "cifar_sgd, seed. Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
@@ -459,16 +460,19 @@ def test_train_help_states_every_recipes_settings_and_the_defaults_from_the_tabl
     assert describe_recipe("digits_small") == "adam 0.005 onecycle, shift, batch 64, label smoothing 0.1"
     assert describe_recipe("seed") == "adam 0.001 constant, no augmentation, batch 64"
     assert describe_default_recipes() == ("digits_small for net24k on mnist, cifar_whiten_full for fashion_mnist, "
-                                          "cifar_whiten_ls for colour images, digits for gray ones")
+                                          "cifar_whiten_shift_full for colour images, digits for gray ones")
     monkeypatch.setitem(training.RECIPES, "cifar", dict(training.RECIPES["cifar"], ema=0.999, lr=3e-3, whiten=True))
     assert describe_recipe("cifar") == "adam 0.003 onecycle, flip, batch 128, ema 0.999, whitened first conv"
     monkeypatch.setitem(training.DATASET_RECIPES, "cifar100", "cifar_sgd")
-    assert "cifar_sgd for cifar100, cifar_whiten_ls for colour images" in describe_default_recipes()
+    assert "cifar_sgd for cifar100, cifar_whiten_shift_full for colour images" in describe_default_recipes()
     assert describe_recipe("cifar_adamw") == "adam 0.004 onecycle, flip, batch 64, weight decay 0.05"
     assert describe_recipe("cifar_whiten") == ("adam 0.004 onecycle, flip, batch 64, weight decay 0.05, "
                                                "whitened first conv")
     assert describe_recipe("cifar_whiten_ls") == ("adam 0.004 onecycle, flip, batch 64, weight decay 0.05, "
                                                   "label smoothing 0.1, whitened first conv")
+    assert describe_recipe("cifar_whiten_shift_full") == ("adam 0.004 onecycle, flip_shift, batch 64, "
+                                                          "weight decay 0.05, label smoothing 0.1, "
+                                                          "whitened first conv, no validation split")
     assert describe_recipe("cifar_whiten_full") == ("adam 0.004 onecycle, flip, batch 64, weight decay 0.05, "
                                                     "whitened first conv, no validation split")
     monkeypatch.setitem(training.RECIPES, "seed", dict(training.RECIPES["seed"], val_split=0.2))
@@ -487,7 +491,7 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     settings = json.loads((out / "config.json").read_text())["settings"]
     assert (settings["recipe"], settings["optimizer"], settings["lr"], settings["augment"]) == (
-        "cifar_whiten_ls", "adam", 0.02, "flip")
+        "cifar_whiten_shift_full", "adam", 0.02, "flip_shift")
     # colour datasets: also the best checkpoint's accuracy with test-time flip averaging
     from kcnn.evaluation import load_split_arrays, predict_probs
 
