@@ -96,10 +96,10 @@ RECIPES = {
     "cifar_whiten": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
                          batch_size=64, label_smoothing=0.0, ema=0.0, whiten=True, val_split=DEFAULT_VAL_SPLIT),
     # "cifar_whiten" with label smoothing 0.1, the colour default on 2026-11-24 until
-    # "cifar_whiten_shift_full". CIFAR-10 over
-    # seeds 0-1 (CPU; README "Results", docs/runs): cnn3 78.91% in 5 epochs against "cifar_whiten"'s
-    # 78.19% (past the seed's 78.47%); cnn2 74.70% in 10 against 73.81%; cnn3 81.88% in 15 against
-    # 82.09%, a loss within the two seeds' spread (0.17 and 0.11 points).
+    # "cifar_whiten_shift_full". CIFAR-10 over seeds 0-1 (CPU; README "Results", records in git at
+    # b9ceccb): cnn3 78.91% in 5 epochs against "cifar_whiten"'s 78.19% (past the seed's 78.47%);
+    # cnn2 74.70% in 10 against 73.81%; cnn3 81.88% in 15 against 82.09%, a loss within the two
+    # seeds' spread (0.17 and 0.11 points).
     "cifar_whiten_ls": dict(optimizer="adam", lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip",
                             batch_size=64, label_smoothing=0.1, ema=0.0, whiten=True, val_split=DEFAULT_VAL_SPLIT),
     # "cifar_whiten_ls" with airbench's flip + 2-pixel translate ("flip_shift") instead of flips

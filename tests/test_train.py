@@ -446,8 +446,7 @@ def test_recipes_follow_the_dataset_and_options_override_them():
     assert resolve_recipe((28, 28, 1), "digits", "mnist", "net24k")["recipe"] == "digits"
     with pytest.raises(ValueError, match="Unknown recipe; valid: digits, digits_small, cifar, cifar_b64, cifar_adamw, "
                                          "cifar_whiten, cifar_whiten_ls, cifar_whiten_shift, cifar_whiten_shift_full, "
-                                         "cifar_whiten_full, "
-                                         "cifar_sgd, seed. Received: recipe='fast'"):
+                                         "cifar_whiten_full, cifar_sgd, seed. Received: recipe='fast'"):
         resolve_recipe((28, 28, 1), recipe="fast")
 
 
