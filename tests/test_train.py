@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import REPO
 
 from kcnn.cli import main
 from kcnn.training import TrainingDiverged, read_history, train
@@ -481,6 +482,38 @@ def test_train_help_states_every_recipes_settings_and_the_defaults_from_the_tabl
     for name in training.RECIPES:
         assert f"{name} ({describe_recipe(name)})" in text
     assert f"[default: {describe_default_recipes()}]" in text
+
+
+def readme_recipes_table() -> dict:
+    """README's Recipes table as ``{recipe name: [cell, ...]}``, the header row left out."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| recipe | optimizer |"))
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        name, *cells = [cell.strip() for cell in line.strip("|").split("|")]
+        rows[re.match(r"`(\w+)`", name).group(1)] = cells
+    return rows
+
+
+def test_readme_recipes_table_states_every_recipes_settings():
+    from kcnn.data import default_augmentation
+    from kcnn.training import RECIPES
+
+    table = readme_recipes_table()
+    assert list(table) == list(RECIPES)
+    for name, (optimizer, lr, schedule, decay, augment, batch, smoothing, ema, whiten, val_split) in table.items():
+        recipe = RECIPES[name]
+        if recipe["augment"] is True:  # the dataset's policy, named for the datasets the recipe is meant for
+            policies = {default_augmentation((28, 28, 1)), default_augmentation((32, 32, 3))}
+        else:
+            policies = {recipe["augment"] or "none"}
+        assert (re.match(r"[a-z]+", optimizer.lower()).group(), float(lr), schedule.replace("-", ""), float(decay),
+                augment.strip("`") in policies, int(batch), float(smoothing), float(ema), whiten == "yes",
+                float(val_split)) == (recipe["optimizer"], recipe["lr"], recipe["lr_schedule"],
+                                      recipe["weight_decay"], True, recipe["batch_size"], recipe["label_smoothing"],
+                                      recipe["ema"], recipe["whiten"], recipe["val_split"]), name
 
 
 def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
