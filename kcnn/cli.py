@@ -297,7 +297,9 @@ def _model_inputs(args, model_files):
               help="Output folder [default: runs/evaluate/MODEL-DATASET-SPLIT].")
 @click.option("--tta", type=click.Choice(TTA), default="none", show_default=True,
               help="Test-time augmentation: 'flip' averages each image's probabilities with its "
-                   "mirror's (for models trained with flips, e.g. CIFAR; not for digits).")
+                   "mirror's (for models trained with flips, e.g. CIFAR; not for digits); 'flip_shift' "
+                   "also averages over both shifted one pixel diagonally four ways (10 views, for models "
+                   "trained with flips and shifts, e.g. flip_shift).")
 @_format_option
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def evaluate(model, dataset, split, data_dir, output, tta, fmt, verbose):

@@ -34,8 +34,11 @@ AUGMENTATIONS = ("none", "flip", "crop_flip", "flip_erase", "shift", "affine", "
 FLIP_SHIFT = 2 / 32
 #: flip_erase: probability that an image gets one erased rectangle (the paper's p = 0.5).
 ERASE_PROBABILITY = 0.5
-#: Test-time augmentation: "none", or "flip" (average each image's probabilities with its mirror's).
-TTA = ("none", "flip")
+#: Test-time augmentation: "none", "flip" (average each image's probabilities with its mirror's), or
+#: "flip_shift" (with the mirror, each also shifted by TTA_SHIFTS: 10 views, airbench's multi-crop idea).
+TTA = ("none", "flip", "flip_shift")
+#: flip_shift test-time views: (down, right) shifts in pixels, the edges filled as Keras' "reflect" does.
+TTA_SHIFTS = ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
 class DataNotFoundError(RuntimeError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kcnn.data import TTA
+from kcnn.data import TTA, TTA_SHIFTS
 
 #: Probabilities are clipped here before the log, as Keras' cross-entropy does.
 EPSILON = 1e-7
@@ -71,15 +71,38 @@ def summarize(probs: np.ndarray, y_true, class_names) -> dict:
     return result
 
 
+def shift_images(images: np.ndarray, down: int, right: int) -> np.ndarray:
+    """Images moved ``down`` rows and ``right`` columns (negative: up, left), edges mirrored.
+
+    The uncovered border is the image mirrored about its edge, the edge pixel included,
+    ``(d c b a | a b c d | d c b a)``: as Keras' ``RandomTranslation(fill_mode="reflect")`` fills it
+    in training (NumPy's ``symmetric`` padding).
+
+    Args:
+        images: ``(N, H, W, C)``, any dtype.
+        down, right: shifts in pixels, each at most the image's height or width.
+
+    Returns:
+        ``(N, H, W, C)``, the dtype of ``images``.
+    """
+    pad = max(abs(down), abs(right))
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+    height, width = images.shape[1:3]
+    return np.ascontiguousarray(padded[:, pad - down:pad - down + height, pad - right:pad - right + width])
+
+
 def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: int = 512) -> np.ndarray:
-    """Class probabilities of a Keras classifier, optionally averaged over flipped copies.
+    """Class probabilities of a Keras classifier, optionally averaged over flipped and shifted copies.
 
     Args:
         model: ``keras.Model`` mapping ``(N, H, W, C)`` uint8 to ``(N, classes)`` probabilities.
         images: ``(N, H, W, C)`` uint8.
-        tta: ``"none"``, or ``"flip"``: the mean of the probabilities of each image
+        tta: ``"none"``; ``"flip"``: the mean of the probabilities of each image
             and of its left-right mirror (test-time flip averaging; meant for
-            datasets trained with random flips, such as CIFAR, not for digits).
+            datasets trained with random flips, such as CIFAR, not for digits);
+            ``"flip_shift"``: the mean over the image and its mirror, each as it is
+            and shifted one pixel diagonally four ways (:data:`kcnn.data.TTA_SHIFTS`,
+            :func:`shift_images`): 10 views, for models trained with flips and shifts.
         batch_size: images per forward pass.
 
     Returns:
@@ -90,11 +113,13 @@ def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: i
     """
     if tta not in TTA:
         raise ValueError(f"Unknown test-time augmentation; valid: {', '.join(TTA)}. Received: tta={tta!r}")
-    probs = model.predict(images, batch_size=batch_size, verbose=0).astype(np.float64)
-    if tta == "flip":
-        mirrored = np.ascontiguousarray(images[:, :, ::-1])
-        probs = (probs + model.predict(mirrored, batch_size=batch_size, verbose=0).astype(np.float64)) / 2
-    return probs
+    views = [images]
+    if tta in ("flip", "flip_shift"):
+        views.append(np.ascontiguousarray(images[:, :, ::-1]))
+    if tta == "flip_shift":
+        views = [shift_images(view, down, right) for view in views for down, right in TTA_SHIFTS]
+    probs = [model.predict(view, batch_size=batch_size, verbose=0).astype(np.float64) for view in views]
+    return sum(probs) / len(probs)
 
 
 def load_split_arrays(dataset: str, split: str = "test", data_dir: str | None = None):

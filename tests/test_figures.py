@@ -103,9 +103,41 @@ def test_flip_tta_averages_each_image_with_its_mirror(cifar_model):
     assert np.allclose(predict_probs(model, images, tta="flip"), (plain + mirrored) / 2)
     symmetric = np.concatenate([images[:, :, :16], images[:, :, :16][:, :, ::-1]], axis=2)
     assert np.allclose(predict_probs(model, symmetric, tta="flip"), predict_probs(model, symmetric))
-    with pytest.raises(ValueError, match=r"^Unknown test-time augmentation; valid: none, flip. "
+    with pytest.raises(ValueError, match=r"^Unknown test-time augmentation; valid: none, flip, flip_shift. "
                                          r"Received: tta='rot90'$"):
         predict_probs(model, images, tta="rot90")
+
+
+@pytest.mark.parametrize("down, right", [(1, 1), (1, -1), (-1, 1), (-2, 0), (0, 2)])
+def test_shift_images_moves_pixels_and_fills_edges_as_keras_random_translation(down, right):
+    import keras
+
+    from kcnn.evaluation import shift_images
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 5, 7, 3)).astype("float32")
+    shifted = shift_images(images, down, right)
+    assert shifted.shape == images.shape and shifted.dtype == images.dtype
+    inner = shifted[:, max(down, 0):5 + min(down, 0), max(right, 0):7 + min(right, 0)]
+    assert np.array_equal(inner, images[:, max(-down, 0):5 - max(down, 0), max(-right, 0):7 - max(right, 0)])
+    keras_shift = keras.layers.RandomTranslation((down / 5, down / 5), (right / 7, right / 7), fill_mode="reflect",
+                                                interpolation="nearest")
+    assert np.array_equal(keras.ops.convert_to_numpy(keras_shift(images, training=True)), shifted)
+
+
+def test_flip_shift_tta_averages_ten_views(cifar_model):
+    import keras
+
+    from kcnn.data import TTA_SHIFTS
+    from kcnn.evaluation import predict_probs, shift_images
+
+    model = keras.saving.load_model(cifar_model / "cifar.keras")
+    images = np.random.default_rng(0).integers(0, 256, (6, 32, 32, 3), dtype=np.uint8)
+    views = [shift_images(view, down, right) for view in (images, images[:, :, ::-1]) for down, right in TTA_SHIFTS]
+    assert len(views) == 10
+    probs = predict_probs(model, images, tta="flip_shift")
+    assert np.allclose(probs, np.mean([predict_probs(model, view) for view in views], axis=0))
+    assert not np.allclose(probs, predict_probs(model, images, tta="flip"))
+    assert np.allclose(probs.sum(axis=1), 1.0)
 
 
 def test_evaluate_with_flip_tta_reports_it(cifar_model, fake_data_dir, tmp_path):
