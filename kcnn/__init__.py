@@ -15,7 +15,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 # Hide TensorFlow C++ INFO/WARNING chatter (tf.data only serves input here).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-__all__ = ["__version__", "train", "predict", "create_model", "list_models"]
+__all__ = ["__version__", "train", "TrainConfig", "predict", "create_model", "list_models"]
 
 
 def __getattr__(name):
@@ -24,6 +24,10 @@ def __getattr__(name):
         from kcnn.training import train
 
         return train
+    if name == "TrainConfig":
+        from kcnn.config import TrainConfig
+
+        return TrainConfig
     if name == "predict":
         from kcnn.prediction import predict
 

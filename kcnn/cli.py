@@ -11,21 +11,7 @@ import sys
 import click
 
 import kcnn
-from kcnn.data import AUGMENTATIONS, TTA  # stdlib-only at import time
-from kcnn.training import (DEFAULTS, LR_SCHEDULES, OPTIMIZERS, RECIPES, WHITEN_IMAGES, describe_default_recipes,
-                           describe_recipe)
-
-
-def _device_option(f):
-    def check(ctx, param, value):
-        from kcnn.device import DEVICE_PATTERN
-
-        if not DEVICE_PATTERN.match(value):
-            raise click.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N")
-        return value
-
-    return click.option("--device", default="auto", show_default=True, callback=check,
-                        help="auto (CUDA if available), cpu, cuda or cuda:N.")(f)
+from kcnn.config import RECIPES, describe_recipes, settings_fields  # stdlib-only at import time
 
 
 def _run(fn, verbose: bool):
@@ -57,7 +43,7 @@ def _run(fn, verbose: bool):
         sys.exit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(kcnn.__version__, prog_name="kcnn")
 def main():
     """Train, evaluate, explain and serve small CNN image classifiers.
@@ -68,80 +54,71 @@ def main():
     """
 
 
+def _setting_option(field):
+    """The click option of one :class:`kcnn.config.TrainConfig` field: its type, range and help from
+    the field, no default of its own (an option not given leaves the recipe's or the config's)."""
+    meta, name = field.metadata, "--" + field.name.replace("_", "-")
+    default = "the recipe's" if meta["recipe"] else meta["shown"] or field.default
+    kwargs = dict(default=None, help=f"{meta['help']} [default: {default}].")
+    if field.type == "bool":
+        return click.option(f"{name}/--no-{name[2:]}", **kwargs)
+    if meta["choices"]:
+        kwargs["type"] = click.Choice(meta["choices"])
+    elif field.type in ("int", "float") and (meta["low"], meta["high"]) != (None, None):
+        bounds = dict(min=meta["low"], max=meta["high"], min_open=meta["low_open"], max_open=meta["high_open"])
+        kwargs["type"] = click.IntRange(**bounds) if field.type == "int" else click.FloatRange(**bounds)
+    elif field.type in ("int", "float"):
+        kwargs["type"] = int if field.type == "int" else float
+    elif field.name == "data_dir":
+        kwargs["type"] = click.Path(file_okay=False)
+    return click.option(name, **kwargs)
+
+
+def _setting_options(f):
+    for field in reversed(settings_fields()):
+        if field.name not in ("dataset", "recipe"):
+            f = _setting_option(field)(f)
+    return f
+
+
 @main.command()
-@click.argument("dataset")
-@click.option("--model", default=DEFAULTS["model"], show_default=True,
-              help="Architecture: cnn3 (seed 3-conv CNN), cnn2, cnn2_simple, net24k.")
-@click.option("--epochs", type=click.IntRange(min=1), default=DEFAULTS["epochs"], show_default=True,
-              help="Passes over the training split.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None,
-              help="Images per optimizer step [default: the recipe's].")
+@click.argument("dataset", required=False)
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="Training recipe, a named set of the settings below; seed is the seeds' plain setup, the "
-                   "baseline (README, Recipes): "
-                   + "; ".join(f"{name} ({describe_recipe(name)})" for name in RECIPES)
-                   + f" [default: {describe_default_recipes()}].")
-@click.option("--lr", type=click.FloatRange(0, 10, min_open=True), default=None,
-              help="Peak learning rate [default: the recipe's].")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default=None,
-              help="adam, or sgd with Nesterov momentum 0.9 [default: the recipe's].")
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=None,
-              help="Learning-rate schedule, per step [default: the recipe's].")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=None,
-              help="Decoupled weight decay [default: the recipe's].")
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Spread this fraction of each one-hot target over all classes "
-                   "[default: the recipe's, see --recipe; 0 where it names none].")
-@click.option("--ema", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Momentum per step of an exponential moving average of the weights, used for validation, "
-                   "the checkpoint and the final weights (e.g. 0.999) [default: the recipe's, 0 = off].")
-@click.option("--whiten/--no-whiten", default=None,
-              help="Start the first convolution as a patch-whitening filter bank estimated on the first "
-                   f"{WHITEN_IMAGES:,} training images (airbench's initialization) [default: the recipe's].")
-@click.option("--augment", type=click.Choice(AUGMENTATIONS), default=None,
-              help="Augmentation policy: crop_flip (pad-4 crop + horizontal flip), flip, flip_erase (flip, "
-                   "then random erasing), shift (±2 whole pixels), affine (rotation, shift, zoom for digits), "
-                   "flip_shift (flip + ±2 pixels, border mirrored) or none [default: the recipe's, see --recipe].")
-@click.option("--seed", type=int, default=DEFAULTS["seed"], show_default=True, help="Global random seed.")
-@click.option("--val-split", type=click.FloatRange(0, 0.5), default=None,
-              help="Fraction of the train split held out for validation and the checkpoint's choice; "
-                   "0 trains on all of it and keeps the epoch of best training accuracy "
-                   "[default: the recipe's, 0.1 unless it names another].")
-@_device_option
-@click.option("--mixed-precision", type=click.Choice(["bfloat16", "float16"]), default=None,
-              help="Train under Keras' mixed_bfloat16/mixed_float16 policy (for CUDA) [default: float32].")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="TFDS data_dir holding the prepared dataset [default: $TFDS_DATA_DIR].")
+              help="A named set of the settings below; `kcnn recipes` lists them [default: by dataset and model].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Replay a run: start from the settings of FILE (a run's config.json); options override them.")
+@_setting_options
 @click.option("--output", type=click.Path(file_okay=False), default=None,
-              help="Run folder [default: runs/DATASET-MODEL-N, or the unfinished run "
-                   "with the same settings, which resumes].")
+              help="Run folder [default: runs/DATASET-MODEL-N, or the unfinished run of the same settings].")
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def train(dataset, model, epochs, batch_size, recipe, lr, optimizer, lr_schedule, weight_decay,
-          label_smoothing, ema, whiten, augment, seed, val_split, device, mixed_precision, data_dir, output, overwrite,
-          verbose):
-    """Train MODEL on the TFDS dataset DATASET (mnist, fashion_mnist, cifar10, cifar100).
+def train(dataset, config_file, output, overwrite, verbose, **settings):
+    """Train a model on the TFDS dataset DATASET (mnist, fashion_mnist, cifar10, cifar100, ...).
 
-    Writes model.keras (best validation accuracy; best training accuracy without a
-    validation split), history.csv, config.json and
-    metrics.json (test accuracy/loss) into the run folder. Re-running the same
-    command after a crash or Ctrl-C resumes from the last completed epoch.
+    Writes model.keras (the best epoch), history.csv, config.json, metrics.json, curves.png and
+    evaluation/ into the run folder. Re-running the same command after a crash or Ctrl-C resumes.
 
     Example: kcnn train cifar10 --epochs 15
     """
 
     def body():
+        from kcnn.config import TrainConfig
         from kcnn.training import train as train_fn
 
-        train_fn(dataset, model=model, epochs=epochs, batch_size=batch_size, recipe=recipe, lr=lr,
-                 optimizer=optimizer, lr_schedule=lr_schedule, weight_decay=weight_decay,
-                 label_smoothing=label_smoothing, ema=ema, whiten=whiten, augment=augment, seed=seed,
-                 val_split=val_split, device=device,
-                 mixed_precision=mixed_precision, data_dir=data_dir, output=output, overwrite=overwrite,
-                 # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
-                 verbose="auto" if sys.stdout.isatty() else 2, log=lambda line: click.echo(line))
+        if dataset is None and config_file is None:
+            raise click.UsageError("give a DATASET or --config RUN/config.json")
+        config = TrainConfig.load(config_file) if config_file else None
+        # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
+        train_fn(dataset, config, output=output, overwrite=overwrite, verbose="auto" if sys.stdout.isatty() else 2,
+                 log=click.echo, **{k: v for k, v in settings.items() if v is not None})
 
     _run(body, verbose)
+
+
+@main.command()
+def recipes():
+    """List the recipes, the baseline they change, and which one each dataset and model gets."""
+    click.echo(describe_recipes())
 
 
 PREDICT_HELP = """Classify images with the shipped models or --model FILE.keras.
@@ -295,7 +272,7 @@ def _model_inputs(args, model_files):
               help="TFDS data_dir [default: $TFDS_DATA_DIR].")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: runs/evaluate/MODEL-DATASET-SPLIT].")
-@click.option("--tta", type=click.Choice(TTA), default="none", show_default=True,
+@click.option("--tta", default="none", show_default=True,  # kcnn.evaluation.TTA checks it (numpy: not at --help)
               help="Test-time augmentation: 'flip' averages each image's probabilities with its "
                    "mirror's (for models trained with flips, e.g. CIFAR; not for digits); 'flip_shift' "
                    "also averages over both shifted one pixel diagonally four ways (10 views, for models "
@@ -415,7 +392,7 @@ def viz_history(run_dir, output, fmt):
         from pathlib import Path
 
         from kcnn import figures
-        from kcnn.training import read_history
+        from kcnn.runs import read_history
 
         rows = read_history(Path(run_dir) / "history.csv")
         if not rows:

@@ -34,11 +34,6 @@ AUGMENTATIONS = ("none", "flip", "crop_flip", "flip_erase", "shift", "affine", "
 FLIP_SHIFT = 2 / 32
 #: flip_erase: probability that an image gets one erased rectangle (the paper's p = 0.5).
 ERASE_PROBABILITY = 0.5
-#: Test-time augmentation: "none", "flip" (average each image's probabilities with its mirror's), or
-#: "flip_shift" (with the mirror, each also shifted by TTA_SHIFTS: 10 views, airbench's multi-crop idea).
-TTA = ("none", "flip", "flip_shift")
-#: flip_shift test-time views: (down, right) shifts in pixels, the edges filled as Keras' "reflect" does.
-TTA_SHIFTS = ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
 
 
 class DataNotFoundError(RuntimeError):
@@ -228,46 +223,31 @@ def make_augmentation(policy: str, seed: int | None = None):
     import keras
     from keras import layers
 
+    if policy not in AUGMENTATIONS:
+        raise ValueError(f"Unknown augmentation policy; valid: {', '.join(AUGMENTATIONS)}. Received: policy={policy!r}")
+    if policy == "none":
+        return None
+
     def layer_seed(i):  # one seed per layer: equal seeds would draw equal numbers
         return None if seed is None else seed + i
 
-    if policy == "none":
-        return None
-    if policy == "flip":
-        steps = [layers.RandomFlip("horizontal", seed=seed)]
-    elif policy == "crop_flip":
-        steps = [
-            layers.RandomTranslation(
-                4 / 32, 4 / 32, fill_mode="constant", interpolation="nearest", seed=layer_seed(0)
-            ),
-            layers.RandomFlip("horizontal", seed=layer_seed(1)),
-        ]
-    elif policy == "flip_erase":
-        steps = [
-            layers.RandomFlip("horizontal", seed=layer_seed(0)),
-            # A (p, p) factor: Keras draws each image's probability from it, so exactly p.
-            layers.RandomErasing(factor=(ERASE_PROBABILITY, ERASE_PROBABILITY), seed=layer_seed(1)),
-        ]
-    elif policy == "shift":
-        steps = [layers.RandomTranslation(0.08, 0.08, fill_mode="constant", interpolation="nearest", seed=seed)]
-    elif policy == "flip_shift":
-        steps = [
-            layers.RandomFlip("horizontal", seed=layer_seed(0)),
-            layers.RandomTranslation(
-                FLIP_SHIFT, FLIP_SHIFT, fill_mode="reflect", interpolation="nearest", seed=layer_seed(1)
-            ),
-        ]
-    elif policy == "affine":
-        steps = [
-            layers.RandomRotation(10 / 360, fill_mode="constant", seed=layer_seed(0)),
-            layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=layer_seed(1)),
-            layers.RandomZoom(0.1, fill_mode="constant", seed=layer_seed(2)),
-        ]
-    else:
-        raise ValueError(
-            f"Unknown augmentation policy; valid: {', '.join(AUGMENTATIONS)}. "
-            f"Received: policy={policy!r}"
-        )
+    def flip(i):
+        return layers.RandomFlip("horizontal", seed=layer_seed(i))
+
+    def shift(i, fraction, fill="constant"):  # whole pixels: nearest-neighbour interpolation
+        return layers.RandomTranslation(fraction, fraction, fill_mode=fill, interpolation="nearest", seed=layer_seed(i))
+
+    steps = {
+        "flip": lambda: [flip(0)],
+        "crop_flip": lambda: [shift(0, 4 / 32), flip(1)],
+        # A (p, p) factor: Keras draws each image's probability from it, so exactly p.
+        "flip_erase": lambda: [flip(0), layers.RandomErasing(factor=(ERASE_PROBABILITY,) * 2, seed=layer_seed(1))],
+        "shift": lambda: [shift(0, 0.08)],
+        "flip_shift": lambda: [flip(0), shift(1, FLIP_SHIFT, fill="reflect")],
+        "affine": lambda: [layers.RandomRotation(10 / 360, fill_mode="constant", seed=layer_seed(0)),
+                           layers.RandomTranslation(0.1, 0.1, fill_mode="constant", seed=layer_seed(1)),
+                           layers.RandomZoom(0.1, fill_mode="constant", seed=layer_seed(2))],
+    }[policy]()
     return keras.layers.Pipeline(steps, name=f"augment_{policy}")
 
 
@@ -391,6 +371,23 @@ def load_split(name: str, split: str, data_dir: str | None = None):
     tfds = _tfds()
     return tfds.load(name, split=split, data_dir=data_dir, as_supervised=True,
                      download=False, shuffle_files=False)
+
+
+def load_split_arrays(name: str, split: str = "test", data_dir: str | None = None):
+    """A whole TFDS split as NumPy: ``((N, H, W, C) uint8, (N,) int64)``.
+
+    Raises:
+        ValueError: unknown dataset. DataNotFoundError: not prepared.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    ds = load_split(name, split, data_dir).batch(1024).prefetch(tf.data.AUTOTUNE)
+    images, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
 
 
 def load_datasets(name: str, *, data_dir: str | None = None, batch_size: int = 128,

@@ -7,13 +7,17 @@ probabilities; :func:`evaluate` runs a model over a TFDS split and writes
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import numpy as np
 
-from kcnn.data import TTA, TTA_SHIFTS
+from kcnn import files
+
+#: Test-time augmentation: "none", "flip" (average each image's probabilities with its mirror's), or
+#: "flip_shift" (with the mirror, each also shifted by TTA_SHIFTS: 10 views, airbench's multi-crop idea).
+TTA = ("none", "flip", "flip_shift")
+#: flip_shift test-time views: (down, right) shifts in pixels, the edges filled as Keras' "reflect" does.
+TTA_SHIFTS = ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
 
 #: Probabilities are clipped here before the log, as Keras' cross-entropy does.
 EPSILON = 1e-7
@@ -101,7 +105,7 @@ def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: i
             and of its left-right mirror (test-time flip averaging; meant for
             datasets trained with random flips, such as CIFAR, not for digits);
             ``"flip_shift"``: the mean over the image and its mirror, each as it is
-            and shifted one pixel diagonally four ways (:data:`kcnn.data.TTA_SHIFTS`,
+            and shifted one pixel diagonally four ways (:data:`TTA_SHIFTS`,
             :func:`shift_images`): 10 views, for models trained with flips and shifts.
         batch_size: images per forward pass.
 
@@ -120,20 +124,6 @@ def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: i
         views = [shift_images(view, down, right) for view in views for down, right in TTA_SHIFTS]
     probs = [model.predict(view, batch_size=batch_size, verbose=0).astype(np.float64) for view in views]
     return sum(probs) / len(probs)
-
-
-def load_split_arrays(dataset: str, split: str = "test", data_dir: str | None = None):
-    """A whole TFDS split as NumPy: ``((N, H, W, C) uint8, (N,) int64)``."""
-    import tensorflow as tf
-
-    from kcnn import data
-
-    ds = data.load_split(dataset, split, data_dir).batch(1024).prefetch(tf.data.AUTOTUNE)
-    images, labels = [], []
-    for x, y in ds.as_numpy_iterator():
-        images.append(x)
-        labels.append(y)
-    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
 
 
 def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | None = None,
@@ -166,14 +156,15 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
         raise ValueError(f"{clf.path}: model takes {clf.input_shape} images and outputs "
                          f"{len(clf.class_names)} classes; {dataset} has {info.image_shape} images "
                          f"and {info.num_classes} classes")
-    images, labels = load_split_arrays(dataset, split, data_dir)
+    images, labels = data.load_split_arrays(dataset, split, data_dir)
     probs = predict_probs(clf.model, images, tta=tta, batch_size=batch_size)
     result = summarize(probs, labels, info.class_names)
     result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version, tta=tta)
     out = Path(output) if output is not None else Path("runs") / "evaluate" / f"{clf.name}-{dataset}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     names = list(info.class_names)
-    files = [
+    written = [
+        files.write_json(out / "evaluation.json", result, sort_keys=False),
         figures.plot_confusion_matrix(np.asarray(result["confusion_matrix"]), names,
                                       out / f"confusion_matrix.{fmt}", title=f"{clf.name} on {dataset} {split}"),
         figures.plot_image_grid(*_most_confident_errors(images, labels, probs), names,
@@ -181,15 +172,10 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
         figures.plot_image_grid(*_random_sample(images, labels, probs, seed), names,
                                 out / f"predictions.{fmt}", title="Random test predictions"),
     ]
-    json_path = out / "evaluation.json"
-    tmp = json_path.with_name(f".{json_path.name}.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    os.replace(tmp, json_path)
-    files.insert(0, json_path)
     log(format_summary(result))
-    for path in files:
+    for path in written:
         log(f"wrote {path}")
-    result["files"] = [str(p) for p in files]
+    result["files"] = [str(p) for p in written]
     return result
 
 
@@ -212,7 +198,7 @@ def format_summary(result: dict) -> str:
         head += f" | test-time augmentation {result['tta']}"
     if "top5_accuracy" in result:
         head += f" | top-5 accuracy {result['top5_accuracy']:.4f}"
-    width = max(len(n) for n in result["per_class"]) + 2
+    width = max(len("class"), *(len(n) for n in result["per_class"])) + 2
     lines = [head + f" | {result['examples']} examples",
              f"{'class':<{width}}precision  recall      f1  support"]
     for name, m in result["per_class"].items():

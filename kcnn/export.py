@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 from pathlib import Path
 
 import kcnn
+from kcnn import files
+from kcnn.config import TrainConfig
 
 
 def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
@@ -38,10 +39,8 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
 
     # channels_last: TensorFlow's CPU kernels may not run the channels_first layers torch trains with
     model = to_channels_last(keras.saving.load_model(run_dir / "model.keras", compile=False))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.stem}.partial.keras")
-    model.save(tmp)  # uncompiled: weights only, no optimizer state
-    os.replace(tmp, dest)
+    with files.atomic_path(dest) as tmp:
+        model.save(tmp)  # uncompiled: weights only, no optimizer state
     settings = config["settings"]
     card = {
         "format": "kcnn model card 1",
@@ -56,36 +55,11 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
         "test_accuracy": metrics["test_accuracy"],
         "test_loss": metrics["test_loss"],
         "epochs": metrics["epochs"],
-        "command": settings.get("command") or _command(settings),
+        "command": TrainConfig.from_dict(settings, config["dataset"]["image_shape"]).command(),
         "settings": settings,
         "versions": {k: config["versions"].get(k) for k in ("kcnn", "keras", "torch", "tensorflow")},
         "trained_on": config.get("resolved", {}).get("machine"),  # None for runs from before it was recorded
         "exported_by": f"kcnn {kcnn.__version__}",
         "date": datetime.date.today().isoformat(),
     }
-    card_path = dest.with_suffix(".json")
-    tmp_card = card_path.with_name(f".{card_path.name}.tmp")
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp_card, card_path)
-    return dest, card_path
-
-
-def _command(s: dict) -> str:
-    """The ``kcnn train`` command line equivalent to a run's settings."""
-    parts = ["kcnn", "train", s["dataset"]] + (["--recipe", s["recipe"]] if s.get("recipe") else [])
-    parts += ["--model", s["model"], "--epochs", str(s["epochs"]),
-             "--batch-size", str(s["batch_size"]), "--optimizer", s["optimizer"],
-             "--lr-schedule", s["lr_schedule"], "--val-split", str(s["val_split"]),
-             "--seed", str(s["seed"])]
-    if s.get("lr") is not None:
-        parts += ["--lr", str(s["lr"])]
-    for key in ("weight_decay", "label_smoothing", "ema", "mixed_precision"):  # left out when 0 or None
-        if s.get(key):
-            parts += [f"--{key.replace('_', '-')}", str(s[key])]
-    if s.get("whiten"):
-        parts.append("--whiten")
-    if isinstance(s.get("augment"), str):
-        parts += ["--augment", s["augment"]]
-    elif s.get("augment") is False:
-        parts += ["--augment", "none"]
-    return " ".join(parts)
+    return dest, files.write_json(dest.with_suffix(".json"), card, sort_keys=False)

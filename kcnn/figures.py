@@ -7,10 +7,11 @@ temporary name and renames it into place, and returns the path.
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import numpy as np
+
+from kcnn import files
 
 FORMATS = ("png", "svg", "pdf")
 
@@ -26,10 +27,8 @@ def _save(fig, path) -> Path:
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise ValueError(f"figure format must be one of {', '.join(FORMATS)}. Received: {path.name}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.{fmt}")
-    fig.savefig(tmp, format=fmt, dpi=110)
-    os.replace(tmp, path)
+    with files.atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt, dpi=110)
     return path
 
 

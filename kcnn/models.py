@@ -1,4 +1,4 @@
-"""Model zoo: the classic small CNNs of the seeds, as Keras 3 functional models.
+"""Model zoo: the classic small CNNs of the reference tutorials, as Keras 3 functional models.
 
 One registry, one small builder per architecture (the timm pattern)::
 
@@ -27,7 +27,7 @@ from keras import layers
 
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
-#: The seed 3-conv CNN, kcnn's default architecture.
+#: The reference tutorials' 3-conv CNN, kcnn's default architecture.
 DEFAULT_MODEL = "cnn3"
 
 
@@ -62,7 +62,7 @@ def default_data_format() -> str:
     """Layout of the feature maps inside kcnn's models: ``"channels_first"`` on the torch backend.
 
     torch's CPU kernels run NCHW natively; Keras' channels_last on torch permutes
-    around every conv and pool, and the seed 3-conv CNN trains 1.3x faster in
+    around every conv and pool, and the 3-conv CNN trains 1.3x faster in
     channels_first (``scripts/bench_train.py``). Other backends use
     ``keras.config.image_data_format()``. Inputs are ``(batch, H, W, C)`` either way.
     """
@@ -145,10 +145,10 @@ def _to_layout(x, data_format):
     return layers.Permute((3, 1, 2), name="to_channels_first")(x) if data_format == "channels_first" else x
 
 
-def _to_seed_input(x, input_shape, size=32):
+def _to_tutorial_input(x, input_shape, size=32):
     """Rescale uint8 to [0, 1], resize to ``size`` x ``size`` and make 3 channels.
 
-    This is how the seed "CNN Image Classification - MNIST & CIFAR-10" fed
+    This is how the tutorial "CNN Image Classification - MNIST & CIFAR-10" fed
     MNIST to its CIFAR-shaped network (resize 28->32, gray repeated to RGB).
     """
     x = layers.Rescaling(1.0 / 255, name="rescale")(x)
@@ -162,7 +162,7 @@ def _to_seed_input(x, input_shape, size=32):
 def torch_default_init(fan_in: int) -> dict:
     """Initializers of PyTorch's ``nn.Conv2d``/``nn.Linear`` defaults, as Keras layer kwargs.
 
-    The seeds are PyTorch programs, so their layers start from
+    The reference tutorials are PyTorch programs, so their layers start from
     ``kaiming_uniform_(a=sqrt(5))`` weights and ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
     biases: both are ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, i.e. Keras'
     ``VarianceScaling(scale=1/3, mode="fan_in", distribution="uniform")`` for the
@@ -216,18 +216,18 @@ def _classifier_head(x, num_classes):
 
 @register_model
 def cnn3(input_shape=(32, 32, 3), num_classes=10, data_format="channels_last") -> keras.Model:
-    """Seed 3-conv CNN ("CNN Image Classification - MNIST & CIFAR-10").
+    """The reference tutorial's 3-conv CNN ("CNN Image Classification - MNIST & CIFAR-10").
 
     Conv 32@5x5 -> BN -> ReLU -> MaxPool2; Conv 64@3x3 -> BN -> ReLU -> MaxPool2;
     Conv 128@3x3 -> BN -> ReLU -> MaxPool2; Flatten (2048) -> Dense 256 ReLU ->
     Dropout 0.5 -> Dense softmax. 'same' padding, on 32x32x3: inputs of another
     size or with one channel are resized to 32x32 and repeated to RGB inside the
-    model, as the seed did for MNIST. 622,346 trainable parameters for 10
-    classes (the seed's README says ~400K, which its own layer list does not
+    model, as the tutorial did for MNIST. 622,346 trainable parameters for 10
+    classes (the tutorial's README says ~400K, which its own layer list does not
     add up to).
     """
     inputs = _inputs(input_shape)
-    x = _to_layout(_to_seed_input(inputs, input_shape), data_format)
+    x = _to_layout(_to_tutorial_input(inputs, input_shape), data_format)
     for index, (filters, kernel) in enumerate([(32, 5), (64, 3), (128, 3)], start=1):
         x = _conv_bn_relu_pool(x, filters, kernel, index, data_format)
     x = layers.Flatten(data_format=data_format, name="flatten")(x)
@@ -238,11 +238,11 @@ def cnn3(input_shape=(32, 32, 3), num_classes=10, data_format="channels_last") -
 
 @register_model
 def net24k(input_shape=(28, 28, 1), num_classes=10, data_format="channels_last") -> keras.Model:
-    """Seed 24,488-parameter MNIST net ("CNN MNIST Classification with PyTorch").
+    """The reference tutorial's 24,488-parameter MNIST net ("CNN MNIST Classification with PyTorch").
 
     Conv 8@3x3 valid -> ReLU -> MaxPool2; Conv 16@3x3 -> ReLU; Conv 24@3x3 ->
     ReLU -> MaxPool2; Flatten (384 on 28x28) -> Dense 50 ReLU -> Dense softmax.
-    Inputs are standardized with the MNIST mean/std the seed used
+    Inputs are standardized with the MNIST mean/std the tutorial used
     (0.1307, 0.3081). Exactly 24,488 trainable parameters on 28x28x1, 10 classes.
     """
     inputs = _inputs(input_shape)
@@ -261,7 +261,7 @@ def net24k(input_shape=(28, 28, 1), num_classes=10, data_format="channels_last")
 
 @register_model
 def cnn2(input_shape=(32, 32, 3), num_classes=10, data_format="channels_last") -> keras.Model:
-    """Seed 2-conv CNN ("Image Classification using CNN").
+    """The reference tutorial's 2-conv CNN ("Image Classification using CNN").
 
     [Conv 32@3x3 -> BN -> ReLU -> MaxPool2] -> [Conv 64@3x3 -> BN -> ReLU ->
     MaxPool2] -> Flatten (4096) -> Dense 128 ReLU -> Dropout 0.5 -> Dense
@@ -269,7 +269,7 @@ def cnn2(input_shape=(32, 32, 3), num_classes=10, data_format="channels_last") -
     545,290 trainable parameters for 10 classes.
     """
     inputs = _inputs(input_shape)
-    x = _to_layout(_to_seed_input(inputs, input_shape), data_format)
+    x = _to_layout(_to_tutorial_input(inputs, input_shape), data_format)
     x = _conv_bn_relu_pool(x, 32, 3, 1, data_format)
     x = _conv_bn_relu_pool(x, 64, 3, 2, data_format)
     x = layers.Flatten(data_format=data_format, name="flatten")(x)
@@ -280,7 +280,7 @@ def cnn2(input_shape=(32, 32, 3), num_classes=10, data_format="channels_last") -
 
 @register_model
 def cnn2_simple(input_shape=(28, 28, 1), num_classes=10, data_format="channels_last") -> keras.Model:
-    """Seed 2-conv CNN ("Convolutional Neural Networks with PyTorch").
+    """The reference tutorial's 2-conv CNN ("Convolutional Neural Networks with PyTorch").
 
     Two Conv 32@3x3 'same' + ReLU, each followed by 2x2 max pooling, Flatten,
     Dense softmax; built on the dataset's own input shape. 25,258 trainable
@@ -332,7 +332,7 @@ def whiten_first_conv(model: keras.Model, images, eps: float = WHITEN_EPS, batch
             kernel ``(kh, kw, C, F)``.
         images: ``(N, H, W, C)`` uint8 training images in the model's input shape
             (``kcnn train --whiten`` uses the train split's first
-            :data:`kcnn.training.WHITEN_IMAGES`); the patches are
+            :data:`kcnn.config.WHITEN_IMAGES`); the patches are
             those of the layer's input, after the model's own preprocessing, at every
             position where the kernel fits inside the image (``N * (H' - kh + 1) *
             (W' - kw + 1)`` patches).

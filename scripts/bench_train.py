@@ -26,6 +26,7 @@ import click
 import numpy as np
 
 import kcnn  # noqa: F401  (sets KERAS_BACKEND=torch unless chosen)
+from kcnn.runs import RunFolder
 
 BATCH = 128  # images per step, kcnn's default
 LR = 2e-3  # Adam learning rate (constant in both paths)
@@ -134,6 +135,7 @@ class KcnnLoop:
         import keras
 
         from kcnn import data, models, training
+        from kcnn.callbacks import make_callbacks
 
         keras.utils.set_random_seed(seed)
         self.ds = data.load_datasets(dataset, data_dir=data_dir, batch_size=BATCH, augment=True, seed=seed)
@@ -142,13 +144,13 @@ class KcnnLoop:
         self.model = models.create_model(name, info.image_shape, info.num_classes)
         self.model.compile(optimizer=training.make_optimizer("adam", LR), loss="sparse_categorical_crossentropy",
                            metrics=["accuracy"])
-        self.training, self.epoch = training, 0
+        self.make_callbacks, self.epoch = make_callbacks, 0
         self.tmp = Path(tempfile.mkdtemp(prefix="kcnn-bench-"))
 
     def run(self, steps: int) -> float:
         run_dir = self.tmp / f"segment{self.epoch}"
         run_dir.mkdir()
-        _, callbacks = self.training._callbacks(run_dir, "accuracy", None, [])
+        callbacks = self.make_callbacks(RunFolder(run_dir), "accuracy", None).all
         start = time.perf_counter()
         self.model.fit(self.train_iter, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=steps,
                        callbacks=callbacks, verbose=0)
@@ -175,7 +177,7 @@ def main(cases, steps, rounds, data_dir, pipeline):
     import keras
     import torch
 
-    from kcnn.evaluation import load_split_arrays
+    from kcnn.data import load_split_arrays
     from kcnn.training import peak_rss_gib
 
     print(f"keras {keras.__version__} ({keras.backend.backend()}), torch {torch.__version__}, "

@@ -1,6 +1,6 @@
 """Regenerate saved_models/{mnist,cifar10}.keras and their model cards from scratch.
 
-Trains each with kcnn's default recipe (`kcnn train DATASET --epochs 15`, seed 3-conv CNN)
+Trains each with kcnn's default recipe (`kcnn train DATASET --epochs 15`, cnn3)
 on the real data, then exports the best checkpoint without optimizer state.
 
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/make_saved_models.py
@@ -18,7 +18,7 @@ import kcnn
 from kcnn.export import export_run
 
 DATASETS = ("mnist", "cifar10")
-EPOCHS = 15  # the seed's budget, and the README's figures
+EPOCHS = 15  # the reference tutorial's budget, and the README's figures
 
 
 @click.command()

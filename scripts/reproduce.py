@@ -1,31 +1,31 @@
-"""Reproduce the seeds' published figures and kcnn's targets, and write the results table.
+"""Reproduce the reference tutorials' figures and kcnn's targets, and write the results table.
 
-Each row is one (dataset, architecture, epochs) of the seeds. For every row it
-trains the ``seed`` recipe (the seeds' plain setup) and kcnn's default recipe
-over several seeds, each run as ``kcnn train ... --output runs/reproduce/NAME``,
-then prints a Markdown table (mean ± sample standard deviation of the test
-accuracy of each run's ``model.keras``, or of its last epoch's weights where the
-target is a final figure, runs counted, mean wall time of ``fit``) and writes it to
-``docs/results.md`` and between the ``reproduce`` markers of README.md.
+Each row is one (dataset, architecture, epochs) of the reference tutorials. For every row it
+trains the ``baseline`` recipe (the tutorials' plain setup) and kcnn's default recipe over
+several seeds, each run as ``kcnn train ... --output runs/reproduce/NAME``, then prints a
+Markdown table (mean ± sample standard deviation of the test accuracy of each run's
+``model.keras``, or of its last epoch's weights where the target is a final figure, runs counted,
+mean wall time of ``fit``) and writes it to ``docs/results.md`` and between the ``reproduce``
+markers of README.md. A third column, ``full``, is the default trained on every training image
+(``--val-split 0``); it is trained only when asked (``--variants full``) and reads "= default"
+where the default already has no validation split.
 
-Each finished run (its ``metrics.json`` exists) is copied to a record,
-``docs/runs/NAME.json`` (its ``metrics.json`` and ``config.json``, a few KB),
-which is committed: the table is built from the records, so it rebuilds from a
-clean checkout, where the run folders (checkpoints, in the ignored ``runs/``)
-are not. Runs with a folder or a record are read, not retrained, and an
-unfinished one resumes, so the script can be stopped and run again; cells with
-no finished run yet read "not run". ``--no-train`` only rebuilds the table.
-A finished run whose settings differ from what today's command would train
-(a recipe changed since) is left out of the table and named on stderr, and
-training stops at it rather than overwrite it: move its folder out of
-``runs/reproduce`` and its record out of ``docs/runs`` to train it again.
+Each finished run (its ``metrics.json`` exists) is copied to a record, ``docs/runs/NAME.json``
+(its ``metrics.json`` and ``config.json``, a few KB), which is committed: the table is built from
+the records, so it rebuilds from a clean checkout, where the run folders (checkpoints, in the
+ignored ``runs/``) are not. Runs with a folder or a record are read, not retrained, and an
+unfinished one resumes, so the script can be stopped and run again; cells with no finished run
+yet read "not run". ``--no-train`` only rebuilds the table. A finished run whose settings differ
+from what today's command would train (a recipe changed since) is left out of the table and named
+on stderr, and training stops at it rather than overwrite it: move its folder out of
+``runs/reproduce`` and its record out of ``docs/runs`` to train it again. Every record replays
+with ``kcnn train --config docs/runs/NAME.json``.
 
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/reproduce.py            # everything (~20 h on 2 CPU cores)
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/reproduce.py --rows mnist:net24k:10
     .venv/bin/python scripts/reproduce.py --no-train                              # table from finished runs
 
-Seed figures and targets: kcnn issue 6 ("Accuracy: beat every seed's
-published figure with its own architecture"); the seeds are named in the
+The tutorials' figures are those their own READMEs publish; the tutorials are named in the
 docstrings of :mod:`kcnn.models`.
 """
 
@@ -41,7 +41,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from kcnn.training import config_differences, run_settings
+from kcnn.config import TrainConfig, resolve
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNS = Path("runs/reproduce")
@@ -49,8 +49,9 @@ RUNS = Path("runs/reproduce")
 RECORDS = Path("docs/runs")
 TABLE = Path("docs/results.md")
 BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
-#: The two recipes compared in every row; None = kcnn's default for the dataset.
-RECIPES = ("seed", None)
+#: The columns of every row, by the name that run names carry: what ``kcnn train`` is given beyond
+#: the row's dataset, model, epochs and seed.
+VARIANTS = {"baseline": {"recipe": "baseline"}, "default": {}, "full": {"val_split": 0.0}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +59,9 @@ class Row:
     dataset: str
     model: str
     epochs: int
-    seed_figure: str  # the seed's published test accuracy, as published
+    tutorial_figure: str  # the reference tutorial's published test accuracy, as published
     target: float  # kcnn's target test accuracy, fraction
-    seeds: int  # runs per recipe: >= 3 for the MNIST family, >= 2 for CIFAR-10
+    seeds: int  # runs per variant: >= 3 for the MNIST family, >= 2 for CIFAR-10
     final: bool = False  # the target is the last epoch's accuracy, not the best checkpoint's
 
     @property
@@ -78,47 +79,56 @@ ROWS = (
     Row("mnist", "net24k", 10, "99.26% best / 99.13% final", 0.994, 3, final=True),
     Row("fashion_mnist", "cnn3", 15, "—", 0.935, 3),
     Row("cifar10", "cnn3", 15, "78.47%", 0.850, 2),
-    Row("cifar10", "cnn3", 5, "78.47% in 15 epochs", 0.7847, 2),  # time to the seed's accuracy
+    Row("cifar10", "cnn3", 5, "78.47% in 15 epochs", 0.7847, 2),  # time to the tutorial's accuracy
     Row("cifar10", "cnn2", 10, "75–80%", 0.820, 2),
 )
 
 
-def run_name(row: Row, recipe: str | None, seed: int) -> str:
-    return f"{row.dataset}-{row.model}-{row.epochs}ep-{recipe or 'default'}-seed{seed}"
+#: Image shape of each row's dataset (TFDS metadata), which picks the default recipe.
+IMAGE_SHAPES = {"mnist": (28, 28, 1), "fashion_mnist": (28, 28, 1), "cifar10": (32, 32, 3)}
 
 
-def command(row: Row, recipe: str | None, seed: int, data_dir: str | None) -> list[str]:
+def run_name(row: Row, variant: str, seed: int) -> str:
+    return f"{row.dataset}-{row.model}-{row.epochs}ep-{variant}-seed{seed}"
+
+
+def command(row: Row, variant: str, seed: int, data_dir: str | None) -> list[str]:
     """The ``kcnn train`` command of one run (printed, and run as a subprocess)."""
     cmd = ["kcnn", "train", row.dataset, "--model", row.model, "--epochs", str(row.epochs),
-           "--seed", str(seed), "--output", str(RUNS / run_name(row, recipe, seed))]
-    if recipe:
-        cmd += ["--recipe", recipe]
+           "--seed", str(seed), "--output", str(RUNS / run_name(row, variant, seed))]
+    for key, value in VARIANTS[variant].items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
     if data_dir:
         cmd += ["--data-dir", data_dir]
     return cmd
 
 
-def read_run(row: Row, recipe: str | None, seed: int) -> dict | None:
+def today(row: Row, variant: str, seed: int, image_shape) -> TrainConfig:
+    """The settings today's command of (row, variant, seed) trains."""
+    return resolve(row.dataset, image_shape, model=row.model, epochs=row.epochs, seed=seed, **VARIANTS[variant])
+
+
+def read_run(row: Row, variant: str, seed: int) -> dict | None:
     """The finished run's metrics and resolved recipe name, or None.
 
     Raises:
         SystemExit: the run's folder or record holds a run of other settings than
             today's command (a recipe changed since); it is left as it is.
     """
-    metrics = _read(run_name(row, recipe, seed), row, recipe, seed)
+    metrics = _read(run_name(row, variant, seed), row, variant, seed)
     if metrics and metrics["stale"]:
         raise SystemExit(f"{metrics['source']}: trained with other settings than today's command "
                          f"({metrics['stale']}); move it out of {metrics['source'].parent} to train this run again")
     return metrics
 
 
-def read_runs(row: Row, recipe: str | None) -> list[dict]:
-    """Every finished run of the row and recipe, whatever its seed, that has the row's metric and
+def read_runs(row: Row, variant: str) -> list[dict]:
+    """Every finished run of the row and variant, whatever its seed, that has the row's metric and
     today's settings; the others are listed in :data:`STALE`."""
-    prefix = run_name(row, recipe, 0)[:-1]
+    prefix = run_name(row, variant, 0)[:-1]
     names = {p.name for p in RUNS.glob(f"{prefix}*") if p.is_dir()} | {p.stem for p in RECORDS.glob(f"{prefix}*.json")}
     found = [m for name in sorted(names) if name[len(prefix):].isdigit()
-             and (m := _read(name, row, recipe, int(name[len(prefix):]))) and row.metric in m]
+             and (m := _read(name, row, variant, int(name[len(prefix):]))) and row.metric in m]
     STALE.extend(f"{m['source']} ({m['stale']})" for m in found if m["stale"])
     return [m for m in found if not m["stale"]]
 
@@ -127,12 +137,12 @@ def read_runs(row: Row, recipe: str | None) -> list[dict]:
 STALE: list[str] = []
 
 
-def _read(name: str, row: Row, recipe: str | None, seed: int) -> dict | None:
+def _read(name: str, row: Row, variant: str, seed: int) -> dict | None:
     """The metrics of the finished run ``name``, with ``recipe`` (the recipe today's ``kcnn train``
-    command of (row, recipe, seed) resolves to), ``trained_as`` (the recipe named when the run
+    command of (row, variant, seed) resolves to), ``trained_as`` (the recipe named when the run
     trained), machine, ``source`` (the folder or record read) and ``stale``: how its settings differ
     from today's command, or "". A run trained under another recipe name with the same settings is
-    not stale (the name is not a setting, see ``kcnn.training.config_differences``).
+    not stale (the name is not a setting, see ``kcnn.config.TrainConfig.identity``).
 
     A finished folder in :data:`RUNS` is read first, and copied to its record in :data:`RECORDS`
     unless stale; else the record is read; with neither, None.
@@ -145,16 +155,15 @@ def _read(name: str, row: Row, recipe: str | None, seed: int) -> dict | None:
         record = json.loads(source.read_text())
     else:
         return None
-    config = record["config"]
-    today = run_settings(row.dataset, config["dataset"]["image_shape"], model=row.model, epochs=row.epochs,
-                         recipe=recipe, seed=seed)
-    stale = config_differences(config, today)
+    config, shape = record["config"], record["config"]["dataset"]["image_shape"]
+    now = today(row, variant, seed, shape)
+    stale = TrainConfig.from_dict(config["settings"], shape).differences(now)
     if finished:
         if not stale:
             RECORDS.mkdir(parents=True, exist_ok=True)
             source.write_text(json.dumps(record, indent=1) + "\n")
         source = folder
-    return dict(record["metrics"], recipe=today["recipe"], trained_as=config["settings"]["recipe"],
+    return dict(record["metrics"], recipe=now.recipe, trained_as=config["settings"]["recipe"],
                 machine=run_machine(config), source=source, stale=stale)
 
 
@@ -167,9 +176,9 @@ def run_machine(config: dict) -> str:
             f"torch {versions['torch']}")
 
 
-def train(row: Row, recipe: str | None, seed: int, data_dir: str | None) -> None:
-    cmd = command(row, recipe, seed, data_dir)
-    log = RUNS / f"{run_name(row, recipe, seed)}.log"
+def train(row: Row, variant: str, seed: int, data_dir: str | None) -> None:
+    cmd = command(row, variant, seed, data_dir)
+    log = RUNS / f"{run_name(row, variant, seed)}.log"
     print("$ " + " ".join(cmd) + f"  > {log}", flush=True)
     RUNS.mkdir(parents=True, exist_ok=True)
     kcnn = Path(sys.executable).with_name("kcnn")
@@ -219,22 +228,30 @@ def machines_caption() -> str:
     return "; ".join(f"[{i}] {m}" for i, m in enumerate(machines, 1))
 
 
-#: Every finished run of the table, by (row name, recipe); filled by :func:`table`.
-_ALL: dict[tuple[str, str | None], list[dict]] = {}
+#: Every finished run of the table, by (row name, variant); filled by :func:`table`.
+_ALL: dict[tuple[str, str], list[dict]] = {}
+
+
+def full_cell(row: Row, runs: list[dict]) -> str:
+    """The ``full`` column: "= default" where the default recipe has no validation split already."""
+    if today(row, "default", 0, IMAGE_SHAPES[row.dataset]).val_split == 0:
+        return "= default"
+    return cell(runs, row.metric)
 
 
 def table(rows) -> str:
     lines = [
-        "| dataset | model | epochs | seed's figure | target | kcnn, seed recipe | kcnn default | "
-        "default meets target | kcnn default, flip-averaged | fit time per run (seed / default) |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| dataset | model | epochs | tutorial's figure | target | kcnn, baseline recipe | kcnn default | "
+        "default meets target | default on all training images | default, flip-averaged | "
+        "fit time per run (baseline / default) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     _ALL.clear()
     STALE.clear()
-    _ALL.update({(row.name, recipe): read_runs(row, recipe) for row in rows for recipe in RECIPES})
+    _ALL.update({(row.name, variant): read_runs(row, variant) for row in rows for variant in VARIANTS})
     for row in rows:
-        found = {recipe: _ALL[(row.name, recipe)] for recipe in RECIPES}
-        default = found[None]
+        found = {variant: _ALL[(row.name, variant)] for variant in VARIANTS}
+        default = found["default"]
         name = f"`{default[0]['recipe']}`" if default else "`default`"
         renamed = [r["trained_as"] for r in default if r["trained_as"] != r["recipe"]]
         if renamed:  # runs trained under another recipe name, with the same settings
@@ -243,9 +260,10 @@ def table(rows) -> str:
         mean = statistics.mean(r[row.metric] for r in default) if default else None
         met = "—" if mean is None else ("yes" if mean >= row.target else f"no ({100 * (mean - row.target):+.2f} pt)")
         lines.append(
-            f"| {row.dataset} | {row.model} | {row.epochs} | {row.seed_figure} | ≥ {100 * row.target:.2f}% | "
-            f"{cell(found['seed'], row.metric)} | {cell(default, row.metric)} ({name}) | {met} | {cell(default, TTA)} | "
-            f"{minutes(found['seed'])} / {minutes(default)} |")
+            f"| {row.dataset} | {row.model} | {row.epochs} | {row.tutorial_figure} | ≥ {100 * row.target:.2f}% | "
+            f"{cell(found['baseline'], row.metric)} | {cell(default, row.metric)} ({name}) | {met} | "
+            f"{full_cell(row, found['full'])} | {cell(default, TTA)} | "
+            f"{minutes(found['baseline'])} / {minutes(default)} |")
     return "\n".join(lines)
 
 
@@ -253,14 +271,13 @@ def document(rows) -> str:
     finals = ", ".join(f"{r.dataset} {r.model}" for r in rows if r.final)
     body = table(rows)
     return (f"Test accuracy of each run's `model.keras` (the epoch of best validation accuracy; of best training "
-            f"accuracy for a recipe without a validation split, `--val-split 0`) on the dataset's test split; "
-            f"for the rows whose target is a final figure ({finals}), of the last "
-            f"epoch's weights (`final_test_accuracy`). Flip-averaged: the same `model.keras` averaging its "
-            f"predictions on each test image and its mirror (`kcnn evaluate --tta flip`, recorded by runs trained with "
-            f"flips; not a target figure). Mean ± sample standard deviation over the seeds run (n), from "
-            f"`scripts/reproduce.py`, data `../shared/tfds` (CIFAR-10 is the JPEG-derived copy). Trained on: "
-            f"{machines_caption()}. Commands: `kcnn train DATASET --model MODEL --epochs E --seed S "
-            f"[--recipe seed]`.\n\n" + body + "\n")
+            f"accuracy without a validation split) on the dataset's test split; for the rows whose target is a "
+            f"final figure ({finals}), of the last epoch's weights. \"All training images\": the default with "
+            f"`--val-split 0`. Flip-averaged: the same `model.keras` averaging each test image's predictions "
+            f"with its mirror's (`kcnn evaluate --tta flip`; not a target figure). Mean ± sample standard "
+            f"deviation over the seeds run (n), from `scripts/reproduce.py`, data `../shared/tfds` (CIFAR-10 is "
+            f"the JPEG-derived copy). Trained on: {machines_caption()}. Commands: `kcnn train DATASET --model "
+            f"MODEL --epochs E --seed S [--recipe baseline | --val-split 0]`.\n\n" + body + "\n")
 
 
 def write_readme(readme: Path, text: str) -> None:
@@ -276,9 +293,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", nargs="*", default=None, metavar="DATASET:MODEL:EPOCHS",
                         help=f"rows to train [default: all: {' '.join(r.name for r in ROWS)}]")
-    parser.add_argument("--recipes", nargs="*", choices=["seed", "default"], default=["seed", "default"],
-                        help="recipes to train [default: both]")
-    parser.add_argument("--seeds", type=int, default=None, help="runs per recipe [default: the row's, 2-3]")
+    parser.add_argument("--variants", nargs="*", choices=list(VARIANTS), default=["baseline", "default"],
+                        help="columns to train [default: baseline default]")
+    parser.add_argument("--seeds", type=int, default=None, help="runs per variant [default: the row's, 2-3]")
     parser.add_argument("--data-dir", default=None, help="TFDS data_dir [default: $TFDS_DATA_DIR]")
     parser.add_argument("--no-train", action="store_true", help="only build the table from finished runs")
     args = parser.parse_args(argv)
@@ -292,10 +309,11 @@ def main(argv=None) -> None:
     if not args.no_train:
         for row in selected:
             for seed in range(args.seeds or row.seeds):
-                for recipe in args.recipes:
-                    recipe = None if recipe == "default" else recipe
-                    if read_run(row, recipe, seed) is None:
-                        train(row, recipe, seed, args.data_dir)
+                for variant in args.variants:
+                    if variant == "full" and full_cell(row, []) == "= default":
+                        continue
+                    if read_run(row, variant, seed) is None:
+                        train(row, variant, seed, args.data_dir)
     text = document(ROWS)
     TABLE.parent.mkdir(parents=True, exist_ok=True)
     TABLE.write_text("# kcnn results\n\n" + text)

@@ -127,7 +127,7 @@ def test_shift_images_moves_pixels_and_fills_edges_as_keras_random_translation(d
 def test_flip_shift_tta_averages_ten_views(cifar_model):
     import keras
 
-    from kcnn.data import TTA_SHIFTS
+    from kcnn.evaluation import TTA_SHIFTS
     from kcnn.evaluation import predict_probs, shift_images
 
     model = keras.saving.load_model(cifar_model / "cifar.keras")

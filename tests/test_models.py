@@ -19,10 +19,10 @@ def test_registry_lists_every_seed_architecture():
 
 
 @pytest.mark.parametrize("name, shape, classes, expected", [
-    ("cnn3", (32, 32, 3), 10, 622_346),    # seed 3-conv CNN, 'same' padding
+    ("cnn3", (32, 32, 3), 10, 622_346),    # the tutorial's 3-conv CNN, 'same' padding
     ("cnn3", (28, 28, 1), 10, 622_346),    # MNIST resized to 32x32 and repeated to RGB inside
     ("cnn3", (32, 32, 3), 100, 622_346 - 2_570 + 25_700),
-    ("net24k", (28, 28, 1), 10, 24_488),   # the seed's 24,488-parameter MNIST net
+    ("net24k", (28, 28, 1), 10, 24_488),   # the tutorial's 24,488-parameter MNIST net
     ("cnn2", (32, 32, 3), 10, 545_290),    # Flatten 4096 -> Dense 128
     ("cnn2_simple", (28, 28, 1), 10, 25_258),
     ("cnn2_simple", (32, 32, 3), 10, 30_634),
@@ -129,7 +129,7 @@ def test_unknown_data_format_is_rejected():
 
 @pytest.mark.parametrize("name", list_models())
 def test_weights_start_from_pytorchs_default_initialization(name):
-    # The seeds are PyTorch programs: every weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+    # The reference tutorials are PyTorch programs: every weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     keras.utils.set_random_seed(0)
     model = create_model(name, input_shape=(32, 32, 3), num_classes=10)
     checked = 0

@@ -221,7 +221,8 @@ def test_shipped_mnist_model_reads_user_drawings():
 def test_shipped_models_score_their_cards_test_accuracy_on_the_real_test_split(stem):
     from conftest import find_real_data_dir
     from kcnn.data import load_info
-    from kcnn.evaluation import load_split_arrays, predict_probs
+    from kcnn.data import load_split_arrays
+    from kcnn.evaluation import predict_probs
 
     card = json.loads(SHIPPED[stem].with_suffix(".json").read_text())
     data_dir = find_real_data_dir(card["dataset"])

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from kcnn.training import read_history
+from kcnn.runs import read_history
 
 
 def start_training(fake_data_dir, out, epochs):

@@ -1,0 +1,36 @@
+"""Helpers shared by the tests: a tiny training run, the CLI runner, and callbacks that interrupt or probe fit."""
+
+import keras
+from click.testing import CliRunner
+
+from kcnn.cli import main
+from kcnn.training import train
+
+#: Settings that train the tiny generated datasets in seconds: the 24k net, batch 16, a quarter held out.
+FAST = dict(model="net24k", batch_size=16, val_split=0.25)
+#: The same as command-line options.
+FAST_ARGS = ["--model", "net24k", "--batch-size", "16", "--val-split", "0.25"]
+
+
+def run_cli(*args):
+    """``kcnn ARGS`` in this process; the click ``Result`` (exit_code, output)."""
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def tiny_train(data_dir, output, dataset="mnist", **overrides):
+    """:func:`kcnn.train` of a tiny run into ``output``: :data:`FAST` settings unless overridden, silent."""
+    options = dict(FAST, data_dir=data_dir, output=str(output), verbose=0, log=lambda line: None)
+    options.update(overrides)
+    return train(dataset, **options)
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Ctrl-C at the start of one epoch."""
+
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt
