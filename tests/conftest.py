@@ -1,15 +1,18 @@
 """Shared fixtures: tiny prepared TFDS datasets from generated arrays, and the real data when present."""
 
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
 def find_real_data_dir(name="mnist"):
@@ -66,3 +69,19 @@ def fake_data_dir(tmp_path_factory):
            ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
            {"train": 64, "test": 32}, seed=1, with_id=True)
     return str(data_dir)
+
+
+@pytest.fixture(scope="session")
+def cifar_model(tmp_path_factory):
+    """A small untrained cifar10-shaped cnn3 with a model card, and a photo-like image."""
+    import keras
+
+    from kcnn.models import create_model
+
+    folder = tmp_path_factory.mktemp("figs")
+    keras.utils.set_random_seed(0)
+    create_model("cnn3", (32, 32, 3), 10).save(folder / "cifar.keras")
+    (folder / "cifar.json").write_text(json.dumps({"dataset": "cifar10", "class_names": CIFAR_NAMES}))
+    gradient = np.linspace(0, 255, 64, dtype=np.uint8)
+    Image.fromarray(np.stack([np.tile(gradient, (48, 1))] * 3, axis=-1)).save(folder / "photo.png")
+    return folder

@@ -1,7 +1,10 @@
 """Helpers shared by the tests: a tiny training run, the CLI runner, and callbacks that interrupt or probe fit."""
 
+from pathlib import Path
+
 import keras
 from click.testing import CliRunner
+from PIL import Image
 
 from kcnn.cli import main
 from kcnn.training import train
@@ -34,3 +37,17 @@ class InterruptAt(keras.callbacks.Callback):
     def on_epoch_begin(self, epoch, logs=None):
         if epoch == self.epoch:
             raise KeyboardInterrupt
+
+
+def assert_image_file(path, fmt="png"):
+    if fmt == "svg":
+        assert "<svg" in path.read_text()[:2000]
+    elif fmt == "pdf":
+        assert path.read_bytes()[:5] == b"%PDF-"
+    else:
+        with Image.open(path) as im:
+            assert im.format == "PNG" and min(im.size) > 100
+
+
+def written(result):
+    return [Path(line.split("wrote ", 1)[1]) for line in result.output.splitlines() if line.startswith("wrote ")]

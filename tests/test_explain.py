@@ -1,0 +1,28 @@
+"""kcnn.explain: Grad-CAM and conv-layer lookup."""
+
+import numpy as np
+from click.testing import CliRunner
+from PIL import Image
+
+from kcnn.cli import main
+
+
+def test_gradcam_heatmap_has_the_input_size_and_unit_range(cifar_model):
+    import keras
+
+    from kcnn.explain import gradcam
+
+    model = keras.saving.load_model(cifar_model / "cifar.keras")
+    image = np.asarray(Image.open(cifar_model / "photo.png").convert("RGB").resize((32, 32)))
+    heatmap, index = gradcam(model, image)
+    assert heatmap.shape == (32, 32) and heatmap.dtype == np.float32
+    assert heatmap.min() >= 0 and heatmap.max() <= 1
+    assert index == int(np.argmax(model.predict(image[None], verbose=0)))
+    _, named = gradcam(model, image, class_index=3)
+    assert named == 3
+
+
+def test_unknown_layer_lists_the_conv_layers(cifar_model, tmp_path):
+    result = CliRunner().invoke(main, ["viz", "filters", str(cifar_model / "cifar.keras"), "--layer", "dense"])
+    assert result.exit_code == 2
+    assert "no conv layer named 'dense'; conv layers: conv1, conv2, conv3" in result.output
