@@ -87,20 +87,24 @@ def test_a_config_from_an_older_kcnn_loads_with_the_values_it_trained_with(tmp_p
         TrainConfig.load(path)
 
 
-RECORDS = sorted((REPO / "docs" / "runs").glob("*.json"))
+RECORDS = sorted((REPO / "docs" / "runs").glob("*.json")) + sorted((REPO / "saved_models").glob("*.json"))
 
 
 @pytest.mark.parametrize("record", RECORDS, ids=[p.stem for p in RECORDS])
-def test_every_run_record_replays_with_its_own_settings(record):
+def test_every_run_record_and_model_card_replays_with_its_own_settings(record):
     """``kcnn train --config RECORD`` and the record's command line train what the record trained,
-    whatever recipe names came and went since."""
+    whatever recipe names came and went since; so do shipped model cards and their command."""
     saved = TrainConfig.load(record)
     assert resolve(base=saved).identity() == saved.identity()
-    ctx = main.commands["train"].make_context("train", saved.command().split()[2:])
-    given = {k: v for k, v in ctx.params.items() if k in {f.name for f in dataclasses.fields(TrainConfig)} - {"dataset"}}
-    shape = json.loads(record.read_text())["config"]["dataset"]["image_shape"]
-    replayed = resolve(ctx.params["dataset"], shape, **given)
-    assert replayed.identity() == saved.identity(), saved.differences(replayed)
+    data = json.loads(record.read_text())
+    commands = [saved.command()] + ([data["command"]] if "command" in data else [])
+    for command in commands:
+        ctx = main.commands["train"].make_context("train", command.split()[2:])
+        names = {f.name for f in dataclasses.fields(TrainConfig)} - {"dataset"}
+        given = {k: v for k, v in ctx.params.items() if k in names}
+        shape = data["config"]["dataset"]["image_shape"] if "config" in data else data["input"]["shape"][1:]
+        replayed = resolve(ctx.params["dataset"], shape, **given)
+        assert replayed.identity() == saved.identity(), (command, saved.differences(replayed))
 
 
 def test_the_recipes_command_lists_every_recipe_and_default_rule():
