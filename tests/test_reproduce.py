@@ -199,7 +199,8 @@ def test_finished_runs_are_recorded_so_the_table_rebuilds_without_their_folders(
     fake_run(runs, "default", 1, 0.9960, 300)
     fake_run(runs, "default", 2, 0.9990, label_smoothing=0.2)  # stale: not recorded
     table = reproduce.table([ROW])
-    assert sorted(p.name for p in records.iterdir()) == [f"{reproduce.run_name(ROW, 'default', s)}.json" for s in (0, 1)]
+    names = [f"{reproduce.run_name(ROW, 'default', seed)}.json" for seed in (0, 1)]
+    assert sorted(p.name for p in records.iterdir()) == names
     record = json.loads((records / f"{reproduce.run_name(ROW, 'default', 0)}.json").read_text())
     assert record["metrics"] == {"test_accuracy": 0.9940, "fit_seconds_this_call": 100}
     assert record["config"]["settings"]["seed"] == 0

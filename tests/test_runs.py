@@ -64,7 +64,8 @@ def test_a_run_folder_from_before_label_smoothing_ema_mixed_precision_and_whiten
         del older["settings"][key]
     older["settings"]["augment"] = False  # how older kcnn wrote "no augmentation"
     (folder / "config.json").write_text(json.dumps(older))
-    assert RunFolder.resolve(config, folder) == (RunFolder(folder), True) or RunFolder.resolve(config, folder)[1]
+    run, resume = RunFolder.resolve(config, folder)
+    assert (run.path, resume) == (folder, True)
     with pytest.raises(RunFolderError, match=r"\(ema: 0.0 there, 0.999 here\)"):
         RunFolder.resolve(resolve(base=config, ema=0.999), folder)
     with pytest.raises(RunFolderError, match=r"\(whiten: False there, True here\)"):
