@@ -81,30 +81,32 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
     import keras
 
     from kcnn import data
-    from kcnn.device import resolve_device
+    from kcnn.device import resolve_device, runtime_versions
 
     config, info = resolve_config(dataset, config, overrides)
     device = resolve_device(config.device)  # fails before any folder is made
     run, resume = RunFolder.resolve(config, output, overwrite)
-    log(_header(device))
+    versions = runtime_versions()
+    log(_header(device, versions))
     keras.utils.set_random_seed(config.seed)
     ds = data.load_datasets(config.dataset, data_dir=config.data_dir, batch_size=config.batch_size,
                             val_split=config.val_split, augment=config.augment, seed=config.seed)
     epochs_done = run.start(resume)
-    run.write_json("config.json", _config_record(config, info, ds, device))
+    run.write_json("config.json", _config_record(config, info, ds, device, versions))
+    monitor = "val_accuracy" if ds.val is not None else "accuracy"  # the logged metric that picks the checkpoint
     log(f"run folder: {run.path}" + (f" (resuming after epoch {epochs_done})" if resume else ""))
     # Keras' torch backend takes "cuda:N"; tensorflow and jax call the same device "gpu:N".
     keras_device = device if keras.backend.backend() == "torch" else device.replace("cuda", "gpu")
     with keras.device(keras_device), _dtype_policy(config.mixed_precision):
         net = build_model(config, info, ds, fresh=epochs_done == 0, log=log)
-        fit_seconds = _fit(net, ds, run, config, callbacks, verbose, log)
+        fit_seconds = _fit(net, ds, run, config, monitor, callbacks, verbose, log)
         history = run.read_history()
-        metrics = _test_metrics(net, run, config, info, history, ds.val is not None)
+        metrics = _test_metrics(net, run, config, info, history, monitor)
     metrics.update(fit_seconds_this_call=round(fit_seconds, 1), **fit_seconds_all_epochs(history),
                    peak_rss_gib=round(peak_rss_gib(), 2))
     run.write_json("metrics.json", metrics)
     run.finish()
-    log(format_results(history, metrics, _monitor(ds.val is not None)))
+    log(format_results(history, metrics, monitor))
     return TrainResult(run_dir=run.path, config=config, metrics=metrics, history=history,
                        resumed_from_epoch=epochs_done)
 
@@ -127,20 +129,17 @@ def resolve_config(dataset: str | None, config: TrainConfig | None, overrides: d
     return configs.resolve(name, info.image_shape, base=config, **overrides), info
 
 
-def _header(device: str) -> str:
-    """The run's first line: kcnn, backend, device and library versions."""
+def _header(device: str, v: dict) -> str:
+    """The run's first line: kcnn, backend, device and the library versions ``v`` (``runtime_versions()``)."""
     import keras
 
-    from kcnn.device import runtime_versions
-
-    v = runtime_versions()
     return (f"kcnn {kcnn.__version__} | backend {keras.backend.backend()} | device {device} | "
             f"keras {v['keras']} | torch {v['torch']} | tensorflow {v['tensorflow']}")
 
 
-def _config_record(config: TrainConfig, info, ds, device: str) -> dict:
+def _config_record(config: TrainConfig, info, ds, device: str, versions: dict) -> dict:
     """What ``config.json`` holds: the settings, what they resolved to, the dataset and versions."""
-    from kcnn.device import describe_device, runtime_versions
+    from kcnn.device import describe_device
 
     return {
         "settings": config.to_dict(),
@@ -149,13 +148,8 @@ def _config_record(config: TrainConfig, info, ds, device: str) -> dict:
                      "num_train": ds.num_train, "num_val": ds.num_val, "augmentation": config.augment},
         "dataset": {"name": info.name, "version": info.version, "class_names": list(info.class_names),
                     "image_shape": list(info.image_shape), "data_dir": info.data_dir},
-        "versions": runtime_versions(),
+        "versions": versions,
     }
-
-
-def _monitor(has_validation: bool) -> str:
-    """The logged metric that picks the checkpoint."""
-    return "val_accuracy" if has_validation else "accuracy"
 
 
 def build_model(config: TrainConfig, info, ds, fresh: bool = True, log=print):
@@ -181,7 +175,7 @@ def build_model(config: TrainConfig, info, ds, fresh: bool = True, log=print):
     return net
 
 
-def _fit(net, ds, run: RunFolder, config: TrainConfig, extra_callbacks, verbose, log) -> float:
+def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callbacks, verbose, log) -> float:
     """``net.fit`` into ``run``; returns the wall seconds of this call's fit.
 
     Raises:
@@ -190,7 +184,6 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, extra_callbacks, verbose,
     """
     from kcnn.callbacks import make_callbacks
 
-    monitor = _monitor(ds.val is not None)
     best = max((row[monitor] for row in run.read_history() if monitor in row), default=None)
     callbacks = make_callbacks(run, monitor, best, datasets=ds, seed=config.seed, ema=bool(config.ema),
                                extra=list(extra_callbacks))
@@ -212,7 +205,7 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, extra_callbacks, verbose,
     return time.time() - start
 
 
-def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list, has_validation: bool) -> dict:
+def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list, monitor: str) -> dict:
     """Test figures of ``model.keras`` (with ``evaluation/`` and ``curves.png`` written), of the last
     epoch's weights in ``net`` when another epoch was kept, and with test-time flip averaging for
     colour datasets and runs trained with flips."""
@@ -221,7 +214,6 @@ def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list,
     from kcnn import data, figures
     from kcnn.evaluation import evaluate, predict_probs
 
-    monitor = _monitor(has_validation)
     figures.plot_history(history, run.curves, title=f"{run.path.name}: {config.model} on {config.dataset}")
     evaluation = evaluate(run.model, config.dataset, data_dir=config.data_dir, output=run.evaluation,
                           log=lambda line: None)

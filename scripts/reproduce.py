@@ -232,11 +232,14 @@ def machines_caption() -> str:
 _ALL: dict[tuple[str, str], list[dict]] = {}
 
 
+def full_is_default(row: Row) -> bool:
+    """Whether the row's default recipe has no validation split already, so ``full`` trains the same runs."""
+    return today(row, "default", 0, IMAGE_SHAPES[row.dataset]).val_split == 0
+
+
 def full_cell(row: Row, runs: list[dict]) -> str:
-    """The ``full`` column: "= default" where the default recipe has no validation split already."""
-    if today(row, "default", 0, IMAGE_SHAPES[row.dataset]).val_split == 0:
-        return "= default"
-    return cell(runs, row.metric)
+    """The ``full`` column: "= default" where :func:`full_is_default`."""
+    return "= default" if full_is_default(row) else cell(runs, row.metric)
 
 
 def table(rows) -> str:
@@ -310,7 +313,7 @@ def main(argv=None) -> None:
         for row in selected:
             for seed in range(args.seeds or row.seeds):
                 for variant in args.variants:
-                    if variant == "full" and full_cell(row, []) == "= default":
+                    if variant == "full" and full_is_default(row):
                         continue
                     if read_run(row, variant, seed) is None:
                         train(row, variant, seed, args.data_dir)

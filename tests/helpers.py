@@ -20,6 +20,17 @@ def run_cli(*args):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
+def config_of_command(command: str, image_shape):
+    """The :class:`kcnn.config.TrainConfig` that a ``kcnn train ...`` command line trains, as the CLI parses it."""
+    import dataclasses
+
+    from kcnn.config import TrainConfig, resolve
+
+    params = main.commands["train"].make_context("train", command.split()[2:]).params
+    names = {f.name for f in dataclasses.fields(TrainConfig)} - {"dataset"}
+    return resolve(params["dataset"], image_shape, **{k: v for k, v in params.items() if k in names})
+
+
 def tiny_train(data_dir, output, dataset="mnist", **overrides):
     """:func:`kcnn.train` of a tiny run into ``output``: :data:`FAST` settings unless overridden, silent."""
     options = dict(FAST, data_dir=data_dir, output=str(output), verbose=0, log=lambda line: None)

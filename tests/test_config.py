@@ -5,9 +5,8 @@ import json
 
 import pytest
 from conftest import REPO
-from helpers import run_cli
+from helpers import config_of_command, run_cli
 
-from kcnn.cli import main
 from kcnn.config import (DEFAULT_LR, DEFAULT_RECIPES, RECIPES, TrainConfig, default_recipe, resolve,
                          settings_fields)
 
@@ -99,11 +98,8 @@ def test_every_run_record_and_model_card_replays_with_its_own_settings(record):
     data = json.loads(record.read_text())
     commands = [saved.command()] + ([data["command"]] if "command" in data else [])
     for command in commands:
-        ctx = main.commands["train"].make_context("train", command.split()[2:])
-        names = {f.name for f in dataclasses.fields(TrainConfig)} - {"dataset"}
-        given = {k: v for k, v in ctx.params.items() if k in names}
         shape = data["config"]["dataset"]["image_shape"] if "config" in data else data["input"]["shape"][1:]
-        replayed = resolve(ctx.params["dataset"], shape, **given)
+        replayed = config_of_command(command, shape)
         assert replayed.identity() == saved.identity(), (command, saved.differences(replayed))
 
 

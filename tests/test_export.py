@@ -1,14 +1,12 @@
 """kcnn export: an optimizer-free, channels_last .keras file and a model card whose command retrains the run."""
 
-import dataclasses
 import json
 
 import keras
 import numpy as np
-from helpers import FAST_ARGS, run_cli
+from helpers import FAST_ARGS, config_of_command, run_cli
 
-from kcnn.cli import main
-from kcnn.config import TrainConfig, resolve
+from kcnn.config import TrainConfig
 
 
 def original_has_optimizer(path):
@@ -37,7 +35,5 @@ def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fak
     config, metrics = (json.loads((out / f).read_text()) for f in ("config.json", "metrics.json"))
     assert card["trained_on"] == config["resolved"]["machine"]
     assert (card["test_accuracy"], card["dataset"], card["model"]) == (metrics["test_accuracy"], "mnist", "net24k")
-    ctx = main.commands["train"].make_context("train", card["command"].split()[2:])
-    given = {k: v for k, v in ctx.params.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}}
-    retrained = resolve(image_shape=(28, 28, 1), **given)
+    retrained = config_of_command(card["command"], (28, 28, 1))
     assert retrained.identity() == TrainConfig.load(out / "config.json").identity()
