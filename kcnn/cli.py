@@ -6,6 +6,7 @@ never at module level, so ``kcnn --help`` answers at once.
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -16,6 +17,10 @@ from kcnn.config import RECIPES, describe_recipes, settings_fields  # stdlib-onl
 
 def _run(fn, verbose: bool):
     """Run a command body: one-line errors (exit 2 for bad input, 1 otherwise), 130 on Ctrl-C."""
+    from kcnn.quiet import import_tensorflow
+
+    if os.environ.get("KERAS_BACKEND") == "tensorflow":  # `import keras` imports it: quietly, first
+        import_tensorflow()  # (kcnn.data imports it quietly itself; predict runs without it)
     from kcnn.data import DataCorruptError, DataNotFoundError  # light: kcnn.data imports TensorFlow lazily
     from kcnn.training import TrainingDiverged
 
@@ -49,8 +54,9 @@ def main():
     """Train, evaluate, explain and serve small CNN image classifiers.
 
     Keras 3 models on the PyTorch backend (KERAS_BACKEND defaults to torch),
-    fed by tf.data/TFDS. Data is read from a prepared TFDS data_dir: set
-    TFDS_DATA_DIR or pass --data-dir.
+    fed by tf.data/TFDS. A TFDS dataset is downloaded on first use into the
+    TFDS data_dir (--data-dir, else TFDS_DATA_DIR, else ~/tensorflow_datasets);
+    a folder of class folders (your own images) trains too.
     """
 
 
@@ -62,7 +68,11 @@ def _setting_option(field):
     kwargs = dict(default=None, help=f"{meta['help']} [default: {default}].")
     if field.type == "bool":
         return click.option(f"{name}/--no-{name[2:]}", **kwargs)
-    if meta["choices"]:
+    if field.name == "image_size":
+        kwargs.update(type=int, nargs=2, metavar="H W")
+    elif field.name == "channels":
+        kwargs.update(type=click.Choice(["1", "3"]), callback=lambda ctx, param, value: value and int(value))
+    elif meta["choices"]:
         kwargs["type"] = click.Choice(meta["choices"])
     elif field.type in ("int", "float") and (meta["low"], meta["high"]) != (None, None):
         bounds = dict(min=meta["low"], max=meta["high"], min_open=meta["low_open"], max_open=meta["high_open"])
@@ -84,16 +94,17 @@ def _setting_options(f):
 @main.command()
 @click.argument("dataset", required=False)
 @click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="A named set of the settings below; `kcnn recipes` lists them [default: by dataset and model].")
+              help="Named settings (`kcnn recipes`) [default: by dataset and model].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="Replay a run: start from the settings of FILE (a run's config.json); options override them.")
+              help="Replay a run: the settings of FILE (config.json); options override them.")
 @_setting_options
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: runs/DATASET-MODEL-N, or the unfinished run of the same settings].")
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def train(dataset, config_file, output, overwrite, verbose, **settings):
-    """Train a model on the TFDS dataset DATASET (mnist, fashion_mnist, cifar10, cifar100, ...).
+    """Train a model on DATASET: a TFDS name (mnist, cifar10, cifar100, ...; downloaded on first
+    use) or a folder of images, FOLDER/CLASS/* or FOLDER/{train,val,test}/CLASS/*.
 
     Writes model.keras (the best epoch), history.csv, config.json, metrics.json, curves.png and
     evaluation/ into the run folder. Re-running the same command after a crash or Ctrl-C resumes.
@@ -111,6 +122,33 @@ def train(dataset, config_file, output, overwrite, verbose, **settings):
         # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
         train_fn(dataset, config, output=output, overwrite=overwrite, verbose="auto" if sys.stdout.isatty() else 2,
                  log=click.echo, **{k: v for k, v in settings.items() if v is not None})
+
+    _run(body, verbose)
+
+
+@main.command("data")
+@click.argument("dataset")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="TFDS data_dir [default: $TFDS_DATA_DIR, else ~/tensorflow_datasets].")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="Download and prepare a TFDS dataset the data_dir lacks.")
+@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def data_cmd(dataset, data_dir, download, verbose):
+    """Prepare DATASET ahead of training and say where it is: a TFDS name is downloaded and
+    prepared if the data_dir lacks it; a folder of class folders is listed and every image read,
+    naming the files that cannot be."""
+
+    def body():
+        from kcnn import data, folders
+
+        info = data.load_info(dataset, data_dir, download=download)
+        click.echo(info.describe())
+        if folders.is_folder(dataset):
+            splits = [split for split in ("train", "val", "test") if info.folder.files[split]]
+            skipped = [bad for split in splits for bad in data.decode_folder_split(info, split, keep=False)[3]]
+            for path, reason in skipped:
+                click.echo(f"cannot read {path}: {reason}")
+            click.echo(f"{len(skipped)} unreadable files (training skips them)")
 
     _run(body, verbose)
 
@@ -267,9 +305,12 @@ def _model_inputs(args, model_files):
 @main.command()
 @click.argument("model", metavar="MODEL.keras")
 @click.argument("dataset")
-@click.option("--split", default="test", show_default=True, help="TFDS split (slicing allowed, e.g. train[90%:]).")
+@click.option("--split", default="test", show_default=True,
+              help="TFDS split (slicing allowed, e.g. train[90%:]); a folder's train, val or test.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="TFDS data_dir [default: $TFDS_DATA_DIR].")
+              help="TFDS data_dir [default: $TFDS_DATA_DIR, else ~/tensorflow_datasets].")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="Download and prepare a TFDS dataset the data_dir lacks.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: runs/evaluate/MODEL-DATASET-SPLIT].")
 @click.option("--tta", default="none", show_default=True,  # kcnn.evaluation.TTA checks it (numpy: not at --help)
@@ -279,8 +320,9 @@ def _model_inputs(args, model_files):
                    "trained with flips and shifts, e.g. flip_shift).")
 @_format_option
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def evaluate(model, dataset, split, data_dir, output, tta, fmt, verbose):
-    """Evaluate MODEL.keras on DATASET: accuracy, loss, top-5, per-class metrics, figures.
+def evaluate(model, dataset, split, data_dir, download, output, tta, fmt, verbose):
+    """Evaluate MODEL.keras on DATASET (a TFDS name or a folder of class folders): accuracy, loss,
+    top-5, per-class metrics, figures.
 
     Writes evaluation.json, confusion_matrix, misclassified and predictions figures.
     """
@@ -289,7 +331,7 @@ def evaluate(model, dataset, split, data_dir, output, tta, fmt, verbose):
         from kcnn.evaluation import evaluate as evaluate_fn
 
         evaluate_fn(model, dataset, split=split, data_dir=data_dir, output=output, fmt=fmt, tta=tta,
-                    log=click.echo)
+                    download=download, log=click.echo)
 
     _run(body, verbose)
 
@@ -407,7 +449,9 @@ def viz_history(run_dir, output, fmt):
 def env():
     """Print backend, device and library versions (paste into bug reports)."""
     from kcnn.device import resolve_device, runtime_versions
+    from kcnn.quiet import import_tensorflow
 
+    import_tensorflow()
     for key, value in runtime_versions().items():
         click.echo(f"{key}: {value}")
     click.echo(f"device (auto): {resolve_device('auto')}")

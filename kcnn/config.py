@@ -15,7 +15,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from kcnn.data import AUGMENTATIONS, DEFAULT_VAL_SPLIT, default_augmentation  # stdlib-only at import time
+from kcnn.data import (AUGMENTATIONS, DEFAULT_IMAGE_SIZE, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT,  # stdlib-only at import time
+                       default_augmentation)
 from kcnn.device import DEVICE_PATTERN
 
 OPTIMIZERS = ("adam", "sgd")
@@ -25,6 +26,8 @@ MIXED_PRECISION = ("bfloat16", "float16")
 #: whiten: the first conv's patch whitening is estimated on the train split's first this many images
 #: (all of them when there are fewer; never validation images).
 WHITEN_IMAGES = 5000
+#: Smallest and largest side of --image-size, pixels (net24k's valid convolutions and pools leave 1 px of 16).
+IMAGE_SIDE = (16, 1024)
 #: Peak learning rate for an optimizer chosen over the recipe's when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
 
@@ -48,44 +51,55 @@ class TrainConfig:
     Construction validates every field (``ValueError("... Received: name=value")``).
     """
 
-    dataset: str = _setting("mnist", "TFDS name (mnist, fashion_mnist, cifar10, cifar100, ...)", recipe=False)
+    dataset: str = _setting("mnist", "TFDS name (mnist, fashion_mnist, cifar10, cifar100, ...) or a folder of "
+                            "class folders", recipe=False)
     model: str = _setting("cnn3", "Architecture: cnn3, cnn2, cnn2_simple or net24k", recipe=False)
     epochs: int = _setting(15, "Passes over the training split", low=1, recipe=False)
     recipe: str | None = _setting(None, "The recipe the settings started from (a label)", recipe=False)
     optimizer: str = _setting("adam", "Adam, or SGD with Nesterov momentum 0.9", choices=OPTIMIZERS)
     lr: float = _setting(1e-3, "Peak learning rate", low=0, high=10, low_open=True)
-    lr_schedule: str = _setting("constant", "Per-step schedule (onecycle: warm-up from lr/25 over 20% of steps, "
-                                "then cosine to 0)", choices=LR_SCHEDULES)
+    lr_schedule: str = _setting("constant", "Per-step schedule (onecycle: 20% warm-up, then cosine)", choices=LR_SCHEDULES)
     weight_decay: float = _setting(0.0, "Decoupled weight decay per step, times the lr (AdamW)", low=0)
     augment: str = _setting("none", "Augmentation policy", choices=AUGMENTATIONS)
     batch_size: int = _setting(64, "Images per optimizer step", low=1)
     label_smoothing: float = _setting(0.0, "Share of each one-hot target spread over all classes",
                                       low=0, high=1, high_open=True)
-    ema: float = _setting(0.0, "Momentum per step of an average of the weights that validates and is saved; "
-                          "0 = off", low=0, high=1, high_open=True)
-    whiten: bool = _setting(False, f"Start the first conv as patch whitening of the first {WHITEN_IMAGES:,} "
-                            f"training images (airbench)")
-    val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split held out to validate and pick the "
-                                "kept epoch; 0 = none", low=0, high=0.5)
+    ema: float = _setting(0.0, "Momentum of a saved average of the weights; 0 = off", low=0, high=1, high_open=True)
+    whiten: bool = _setting(False, "Start the first conv as patch whitening (airbench)")
+    val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split that picks the kept epoch; 0 = none", low=0, high=0.5)
     seed: int = _setting(0, "Random seed (weights, data order, augmentation, dropout)", recipe=False)
+    image_size: tuple[int, int] | None = _setting(None, "Size a folder's images are brought to", recipe=False,
+                                                  shown=" ".join(map(str, DEFAULT_IMAGE_SIZE)))
+    channels: int | None = _setting(None, "A folder's images gray (1) or RGB (3)", choices=(1, 3),
+                                    recipe=False, shown="by the images")
+    test_split: float = _setting(DEFAULT_TEST_SPLIT, "Share of a folder's classes held out to test", low=0, high=0.5, low_open=True, recipe=False)
     mixed_precision: str | None = _setting(None, "Half-precision compute, for CUDA", choices=MIXED_PRECISION,
                                            recipe=False, shown="float32")
     device: str = _setting("auto", "auto (CUDA if there is one), cpu, cuda or cuda:N", recipe=False)
-    data_dir: str | None = _setting(None, "TFDS data_dir holding the prepared dataset", recipe=False,
+    data_dir: str | None = _setting(None, "TFDS data_dir", recipe=False,
                                     shown="$TFDS_DATA_DIR, else ~/tensorflow_datasets")
+    download: bool = _setting(True, "Download a TFDS dataset the data_dir lacks", recipe=False)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
         if not DEVICE_PATTERN.match(self.device):
             raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N. Received: device={self.device!r}")
+        if self.image_size is not None:
+            size = self.image_size
+            if (isinstance(size, str) or len(size) != 2
+                    or not all(isinstance(d, int) and not isinstance(d, bool) and IMAGE_SIDE[0] <= d <= IMAGE_SIDE[1]
+                               for d in size)):
+                raise ValueError(f"image_size must be two whole numbers of pixels in [{IMAGE_SIDE[0]}, "
+                                 f"{IMAGE_SIDE[1]}]. Received: image_size={size!r}")
+            object.__setattr__(self, "image_size", tuple(size))  # JSON gives a list
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict: ``config.json["settings"]``."""
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        """The settings that decide what the run computes (all but device, data_dir and recipe)."""
+        """The settings that decide what the run computes (all but device, data_dir, download and recipe)."""
         return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
 
     def differences(self, other: TrainConfig) -> str:
@@ -96,7 +110,7 @@ class TrainConfig:
     def command(self) -> str:
         """The ``kcnn train`` command line that trains this run: its recipe (for a name kcnn no longer
         has, the recipe it differs least from) and every setting that differs from the recipe."""
-        fields = settings_fields(recipe_only=True) + [_field("mixed_precision")]
+        fields = settings_fields(recipe_only=True) + [_field(name) for name in ("mixed_precision", *DATA_SETTINGS)]
 
         def changed(recipe):
             reference = resolve(self.dataset, base=TrainConfig(dataset=self.dataset), recipe=recipe)
@@ -108,7 +122,12 @@ class TrainConfig:
                  "--epochs", str(self.epochs), "--seed", str(self.seed)]
         for name, value in changed(recipe):
             option = "--" + name.replace("_", "-")
-            parts += [option if value else "--no-" + option[2:]] if isinstance(value, bool) else [option, str(value)]
+            if isinstance(value, bool):
+                parts.append(option if value else "--no-" + option[2:])
+            elif isinstance(value, tuple):
+                parts += [option, *map(str, value)]
+            else:
+                parts += [option, str(value)]
         return " ".join(parts)
 
     @classmethod
@@ -157,7 +176,10 @@ class TrainConfig:
 
 
 #: Settings that do not change what a run computes; a run may resume with others.
-NOT_IDENTITY = ("device", "data_dir", "recipe")
+NOT_IDENTITY = ("device", "data_dir", "download", "recipe")
+#: Settings of where the data comes from that ``TrainConfig.command()`` repeats when they differ
+#: from the field defaults (recipes do not set them).
+DATA_SETTINGS = ("image_size", "channels", "test_split")
 
 
 def _check(field: dataclasses.Field, value) -> None:
@@ -171,7 +193,7 @@ def _check(field: dataclasses.Field, value) -> None:
     if field.type == "str" and not isinstance(value, str):
         raise ValueError(f"{name} must be a string. Received: {name}={value!r}")
     if meta["choices"] and value not in meta["choices"] and not (value is None and "None" in field.type):
-        raise ValueError(f"Unknown {name}; valid: {', '.join(meta['choices'])}. Received: {name}={value!r}")
+        raise ValueError(f"Unknown {name}; valid: {', '.join(map(str, meta['choices']))}. Received: {name}={value!r}")
     low, high = meta["low"], meta["high"]
     below = low is not None and (value <= low if meta["low_open"] else value < low)
     above = high is not None and (value >= high if meta["high_open"] else value > high)

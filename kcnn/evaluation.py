@@ -7,6 +7,7 @@ probabilities; :func:`evaluate` runs a model over a TFDS split and writes
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,10 @@ TTA = ("none", "flip", "flip_shift")
 #: flip_shift test-time views: (down, right) shifts in pixels, the edges filled as Keras' "reflect" does.
 TTA_SHIFTS = ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
 
+#: Pairs of classes that evaluation.json and the summary list as most often confused.
+MOST_CONFUSED = 10
+#: Above this many classes the summary lists only the classes of lowest F1 (CIFAR-100: 100 lines otherwise).
+SUMMARY_CLASSES = 20
 #: Probabilities are clipped here before the log, as Keras' cross-entropy does.
 EPSILON = 1e-7
 
@@ -54,6 +59,16 @@ def cross_entropy(probs: np.ndarray, y_true) -> float:
     return float(-np.mean(np.log(p)))
 
 
+def most_confused_pairs(cm: np.ndarray, class_names, count: int = MOST_CONFUSED) -> list[dict]:
+    """The ``count`` largest off-diagonal cells of a confusion matrix, largest first (ties: row, then
+    column order): ``[{"true": name, "predicted": name, "count": n}, ...]``, only cells above 0."""
+    cm = np.asarray(cm)
+    off = cm * (1 - np.eye(len(cm), dtype=cm.dtype))
+    order = np.argsort(-off, axis=None, kind="stable")[:count]
+    return [{"true": class_names[i], "predicted": class_names[j], "count": int(off[i, j])}
+            for i, j in zip(*np.unravel_index(order, off.shape)) if off[i, j] > 0]
+
+
 def summarize(probs: np.ndarray, y_true, class_names) -> dict:
     """All metrics of one prediction set, JSON-ready."""
     y_true = np.asarray(y_true, np.int64)
@@ -68,6 +83,7 @@ def summarize(probs: np.ndarray, y_true, class_names) -> dict:
                              for key in ("precision", "recall", "f1", "support")}
                       for i, name in enumerate(class_names)},
         "confusion_matrix": cm.tolist(),
+        "most_confused": most_confused_pairs(cm, list(class_names)),
         "class_names": list(class_names),
     }
     if len(class_names) > 5:
@@ -128,8 +144,12 @@ def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: i
 
 def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | None = None,
              output: str | Path | None = None, fmt: str = "png", batch_size: int = 512,
-             seed: int = 0, tta: str = "none", log=print) -> dict:
-    """Evaluate a ``.keras`` classifier on a TFDS split and write ``evaluation.json`` and figures.
+             seed: int = 0, tta: str = "none", info=None, download: bool = False, log=print) -> dict:
+    """Evaluate a ``.keras`` classifier on a split of a TFDS dataset or a folder of images and write
+    ``evaluation.json`` and figures.
+
+    A folder is read at the model's input size and split as the model's run split it (the
+    ``test_split`` and ``val_split`` of its config.json or model card; the defaults otherwise).
 
     Figures: ``confusion_matrix`` (counts and row-normalised), ``misclassified``
     (the most confidently wrong images), ``predictions`` (random images with
@@ -143,7 +163,7 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
         kcnn.prediction.ModelFileError: bad model file.
         ValueError: unknown ``tta``.
         ValueError: the model's input shape or class count does not fit the dataset.
-        kcnn.data.DataNotFoundError: dataset not prepared.
+        kcnn.data.DataNotFoundError: dataset not prepared (and ``download`` False, or it failed).
     """
     from kcnn import data, figures
     from kcnn.prediction import load_classifier
@@ -151,16 +171,16 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
     if tta not in TTA:
         raise ValueError(f"Unknown test-time augmentation; valid: {', '.join(TTA)}. Received: tta={tta!r}")
     clf = load_classifier(model_path)
-    info = data.load_info(dataset, data_dir)
+    info = info or dataset_info(clf, dataset, data_dir, download)
     if tuple(clf.input_shape) != tuple(info.image_shape) or len(clf.class_names) != info.num_classes:
         raise ValueError(f"{clf.path}: model takes {clf.input_shape} images and outputs "
                          f"{len(clf.class_names)} classes; {dataset} has {info.image_shape} images "
                          f"and {info.num_classes} classes")
-    images, labels = data.load_split_arrays(dataset, split, data_dir)
+    images, labels = data.load_split_arrays(dataset, split, data_dir, info=info)
     probs = predict_probs(clf.model, images, tta=tta, batch_size=batch_size)
     result = summarize(probs, labels, info.class_names)
     result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version, tta=tta)
-    out = Path(output) if output is not None else Path("runs") / "evaluate" / f"{clf.name}-{dataset}-{split}"
+    out = Path(output) if output is not None else Path("runs") / "evaluate" / f"{clf.name}-{Path(info.name).name}-{split}"
     out.mkdir(parents=True, exist_ok=True)
     names = list(info.class_names)
     written = [
@@ -177,6 +197,21 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
         log(f"wrote {path}")
     result["files"] = [str(p) for p in written]
     return result
+
+
+def dataset_info(clf, dataset: str, data_dir: str | None = None, download: bool = False):
+    """:func:`kcnn.data.load_info` of ``dataset`` as the classifier ``clf`` was trained on it: a
+    folder at its input size, split by its run's ``test_split`` and ``val_split``."""
+    from kcnn import data, folders
+    from kcnn.prediction import read_card
+
+    if not folders.is_folder(dataset):
+        return data.load_info(dataset, data_dir, download=download)
+    settings = read_card(clf.path).get("settings", {})
+    height, width, channels = clf.input_shape
+    info = data.load_info(dataset, image_size=(height, width), channels=channels,
+                          test_split=settings.get("test_split", data.DEFAULT_TEST_SPLIT))
+    return dataclasses.replace(info, folder=info.folder.split_val(settings.get("val_split", data.DEFAULT_VAL_SPLIT)))
 
 
 def _most_confident_errors(images, labels, probs, count: int = 25):
@@ -198,9 +233,18 @@ def format_summary(result: dict) -> str:
         head += f" | test-time augmentation {result['tta']}"
     if "top5_accuracy" in result:
         head += f" | top-5 accuracy {result['top5_accuracy']:.4f}"
-    width = max(len("class"), *(len(n) for n in result["per_class"])) + 2
-    lines = [head + f" | {result['examples']} examples",
+    classes = list(result["per_class"].items())
+    title = "class"
+    if len(classes) > SUMMARY_CLASSES:  # the worst classes only, by F1
+        classes = sorted(classes, key=lambda item: item[1]["f1"])[:SUMMARY_CLASSES // 2]
+        title = f"the {len(classes)} classes of lowest F1 (all in evaluation.json)"
+    width = max(len("class"), *(len(n) for n, _ in classes)) + 2
+    lines = [head + f" | {result['examples']} examples", title if title != "class" else "",
              f"{'class':<{width}}precision  recall      f1  support"]
-    for name, m in result["per_class"].items():
+    lines = [line for line in lines if line]
+    for name, m in classes:
         lines.append(f"{name:<{width}}{m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['support']:8d}")
+    pairs = result.get("most_confused", [])[:5]
+    if pairs:
+        lines.append("most confused: " + "; ".join(f"{p['true']} as {p['predicted']} {p['count']}" for p in pairs))
     return "\n".join(lines)

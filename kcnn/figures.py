@@ -14,6 +14,8 @@ import numpy as np
 from kcnn import files
 
 FORMATS = ("png", "svg", "pdf")
+#: Confusion matrices name every class and print every cell up to this many classes.
+NAMED_CLASSES = 20
 
 
 def _figure(width: float, height: float):
@@ -66,9 +68,15 @@ def plot_history(rows: list[dict], path, title: str = "Training curves") -> Path
 
 
 def plot_confusion_matrix(cm: np.ndarray, class_names, path, title: str = "Confusion matrix") -> Path:
-    """Counts and row-normalised confusion matrices side by side, labelled by class name."""
+    """Counts and row-normalised confusion matrices side by side, labelled by class name.
+
+    Up to :data:`NAMED_CLASSES` classes every cell shows its value and every class its name; with
+    more (CIFAR-100), the figure keeps a fixed size, cells are colour only, and ticks mark every
+    tenth class index (names and the most confused pairs are in evaluation.json).
+    """
     n = len(class_names)
-    size = max(5.0, 0.45 * n + 2)
+    named = n <= NAMED_CLASSES
+    size = max(5.0, 0.45 * n + 2) if named else 9.0
     fig = _figure(2 * size + 1, size)
     axes = fig.subplots(1, 2)
     rows = cm.sum(axis=1, keepdims=True)
@@ -76,16 +84,19 @@ def plot_confusion_matrix(cm: np.ndarray, class_names, path, title: str = "Confu
     for ax, matrix, label, fmt in ((axes[0], cm, "count", "d"), (axes[1], normalised, "fraction of true class", ".2f")):
         im = ax.imshow(matrix, cmap="Blues")
         fig.colorbar(im, ax=ax, shrink=0.8, label=label)
-        ax.set_xticks(range(n), class_names, rotation=45 if n <= 20 else 90, ha="right", fontsize=8 if n <= 20 else 5)
-        ax.set_yticks(range(n), class_names, fontsize=8 if n <= 20 else 5)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("true")
-        if n <= 20:
+        if named:
+            ax.set_xticks(range(n), class_names, rotation=45, ha="right", fontsize=8)
+            ax.set_yticks(range(n), class_names, fontsize=8)
             hi = matrix.max() if matrix.size else 0
             for i in range(n):
                 for j in range(n):
                     ax.text(j, i, format(matrix[i, j], fmt), ha="center", va="center", fontsize=7,
                             color="white" if matrix[i, j] > hi / 2 else "black")
+        else:
+            ax.set_xticks(range(0, n, 10))
+            ax.set_yticks(range(0, n, 10))
+        ax.set_xlabel("predicted" + ("" if named else " (class index)"))
+        ax.set_ylabel("true" + ("" if named else " (class index)"))
     axes[0].set_title("counts")
     axes[1].set_title("row-normalised")
     fig.suptitle(title)

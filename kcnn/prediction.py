@@ -67,14 +67,17 @@ def shipped_models() -> list[Path]:
 
 
 def read_card(path: Path) -> dict:
-    """Metadata for a model file: its card ``<stem>.json``, else a run folder's config.json."""
+    """Metadata for a model file: its card ``<stem>.json``, else a run folder's config.json
+    (``dataset``, ``class_names`` and the run's ``settings``)."""
     card = path.with_suffix(".json")
     if card.exists():
         return json.loads(card.read_text())
     config = path.parent / "config.json"
     if config.exists():
-        dataset = json.loads(config.read_text()).get("dataset", {})
-        return {"dataset": dataset.get("name"), "class_names": dataset.get("class_names")}
+        record = json.loads(config.read_text())
+        dataset = record.get("dataset", {})
+        return {"dataset": dataset.get("name"), "class_names": dataset.get("class_names"),
+                "settings": record.get("settings", {})}
     return {}
 
 

@@ -151,7 +151,7 @@ class RunFolder:
 
         With ``output`` None: the latest unfinished run under :data:`RUNS_DIR` with the same
         settings resumes (re-running a command continues it); else a new
-        ``runs/{dataset}-{model}-{N}``. With ``output``: an empty or new folder starts a run,
+        ``runs/{dataset}-{model}-{N}`` (a folder dataset: its name). With ``output``: an empty or new folder starts a run,
         an unfinished run of the same settings resumes.
 
         Returns:
@@ -162,7 +162,8 @@ class RunFolder:
                 ``overwrite`` is False.
         """
         if output is None:
-            root, stem = Path(RUNS_DIR), f"{config.dataset}-{config.model}"
+            # a folder dataset is named by its last part: runs/photos-cnn3-1, not /data/photos-cnn3-1
+            root, stem = Path(RUNS_DIR), f"{Path(config.dataset).name}-{config.model}"
             for path in sorted(root.glob(f"{stem}-*"), key=lambda p: p.stat().st_mtime, reverse=True):
                 if cls(path).state(config) == "unfinished":
                     return cls(path), True

@@ -88,9 +88,13 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
     run, resume = RunFolder.resolve(config, output, overwrite)
     versions = runtime_versions()
     log(_header(device, versions))
+    log(f"dataset {info.describe()}")
     keras.utils.set_random_seed(config.seed)
     ds = data.load_datasets(config.dataset, data_dir=config.data_dir, batch_size=config.batch_size,
-                            val_split=config.val_split, augment=config.augment, seed=config.seed)
+                            val_split=config.val_split, augment=config.augment, seed=config.seed, info=info)
+    info = ds.info  # a folder's with its validation files cut
+    if ds.skipped:
+        log(_describe_skipped(ds.skipped))
     epochs_done = run.start(resume)
     run.write_json("config.json", _config_record(config, info, ds, device, versions))
     monitor = "val_accuracy" if ds.val is not None else "accuracy"  # the logged metric that picks the checkpoint
@@ -103,7 +107,7 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
         history = run.read_history()
         metrics = _test_metrics(net, run, config, info, history, monitor)
     metrics.update(fit_seconds_this_call=round(fit_seconds, 1), **fit_seconds_all_epochs(history),
-                   peak_rss_gib=round(peak_rss_gib(), 2))
+                   peak_rss_gib=round(peak_rss_gib(), 2), skipped_files=len(ds.skipped))
     run.write_json("metrics.json", metrics)
     run.finish()
     log(format_results(history, metrics, monitor))
@@ -112,21 +116,46 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
 
 
 def resolve_config(dataset: str | None, config: TrainConfig | None, overrides: dict):
-    """``(config, dataset info)``: the settings of a run and the metadata of its prepared dataset.
+    """``(config, dataset info)``: the settings of a run and the metadata of its dataset, which is
+    downloaded first when it is a TFDS dataset the data_dir lacks (unless ``download=False``).
 
     Raises:
-        ValueError: no dataset, unknown model/recipe/setting, a value out of range.
-        kcnn.data.DataNotFoundError: the dataset is not prepared.
+        ValueError: no dataset, unknown model/recipe/setting, a value out of range, a batch larger
+            than the training split.
+        kcnn.data.DataNotFoundError: the dataset is not prepared and cannot be downloaded.
     """
     from kcnn import data, models
 
     name = dataset or (config.dataset if config else None)
     if name is None:
         raise ValueError("train needs a dataset or a config. Received: dataset=None, config=None")
-    data_dir = overrides.get("data_dir") or (config.data_dir if config else None)
-    models.check_model_name(overrides.get("model") or (config.model if config else TrainConfig().model))
-    info = data.load_info(name, data_dir)  # fails fast, before any folder is made
-    return configs.resolve(name, info.image_shape, base=config, **overrides), info
+
+    def setting(key):  # given, else the config's, else the field default: what the data is read with
+        given = overrides.get(key)
+        return given if given is not None else getattr(config or TrainConfig(), key)
+
+    models.check_model_name(setting("model"))
+    reading = {key: setting(key) for key in ("data_dir", "download", "image_size", "channels", "test_split")}
+    TrainConfig(**reading)  # bad values fail here, with the field's message
+    info = data.load_info(name, **reading)  # fails fast, before any folder is made
+    config = configs.resolve(info.name, info.image_shape, base=config, **overrides)
+    check_batch_size(config, info)
+    return config, info
+
+
+def check_batch_size(config: TrainConfig, info) -> None:
+    """Raise ``ValueError`` when one batch is larger than the training split (after the validation cut)."""
+    num_train = info.num_train - round(info.num_train * config.val_split)
+    if config.batch_size > num_train:
+        raise ValueError(f"batch_size is larger than the {num_train:,} training images of {info.name} "
+                         f"(after the validation split). Received: batch_size={config.batch_size}")
+
+
+def _describe_skipped(skipped: list) -> str:
+    """``"skipped 3 files that cannot be read: a.jpg (truncated ...); ... (all listed in config.json)"``."""
+    shown = "; ".join(f"{path} ({reason})" for path, reason in skipped[:3])
+    more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+    return f"skipped {len(skipped)} files that cannot be read: {shown}{more} (all listed in config.json)"
 
 
 def _header(device: str, v: dict) -> str:
@@ -147,7 +176,8 @@ def _config_record(config: TrainConfig, info, ds, device: str, versions: dict) -
                      "steps_per_epoch": math.ceil(ds.num_train / config.batch_size),
                      "num_train": ds.num_train, "num_val": ds.num_val, "augmentation": config.augment},
         "dataset": {"name": info.name, "version": info.version, "class_names": list(info.class_names),
-                    "image_shape": list(info.image_shape), "data_dir": info.data_dir},
+                    "image_shape": list(info.image_shape), "data_dir": info.data_dir,
+                    "skipped_files": [{"path": str(path), "reason": reason} for path, reason in ds.skipped]},
         "versions": versions,
     }
 
@@ -161,7 +191,7 @@ def build_model(config: TrainConfig, info, ds, fresh: bool = True, log=print):
     net = models.create_model(config.model, info.image_shape, info.num_classes)
     if config.whiten and fresh:
         count = min(configs.WHITEN_IMAGES, ds.num_train)
-        images = data.load_split_arrays(config.dataset, f"train[:{count}]", config.data_dir)[0]
+        images = data.load_split_arrays(config.dataset, f"train[:{count}]", config.data_dir, info=info)[0]
         eigenvalues = models.whiten_first_conv(net, images)
         log(f"first conv whitened on {len(images)} training images (leading patch variances "
             f"{', '.join(f'{v:.3g}' for v in eigenvalues[:3])})")
@@ -216,17 +246,17 @@ def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list,
 
     figures.plot_history(history, run.curves, title=f"{run.path.name}: {config.model} on {config.dataset}")
     evaluation = evaluate(run.model, config.dataset, data_dir=config.data_dir, output=run.evaluation,
-                          log=lambda line: None)
+                          info=info, log=lambda line: None)
     best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
     metrics = {"test_accuracy": float(evaluation["accuracy"]), "test_loss": float(evaluation["loss"]),
-               "final_test_accuracy": float(evaluation["accuracy"]), "test_examples": info.num_test,
+               "final_test_accuracy": float(evaluation["accuracy"]), "test_examples": int(evaluation["examples"]),
                "best_epoch": int(best_row.get("epoch", -1)) + 1, f"best_{monitor}": best_row.get(monitor),
                "epochs": len(history)}
     last_is_best = not history or best_row is history[-1]
     mirror = info.image_shape[-1] == 3 or "flip" in config.augment
     if last_is_best and not mirror:
         return metrics
-    images, labels = data.load_split_arrays(config.dataset, "test", config.data_dir)
+    images, labels = data.load_split_arrays(config.dataset, "test", config.data_dir, info=info)
 
     def accuracy(model, tta="none"):
         return float((predict_probs(model, images, tta=tta).argmax(axis=1) == labels).mean())
@@ -263,8 +293,8 @@ def make_lr_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int):
         return keras.optimizers.schedules.CosineDecay(lr, decay_steps=total)
     if name == "onecycle":
         warmup = max(1, int(total * ONECYCLE_WARMUP))
-        return keras.optimizers.schedules.CosineDecay(
-            lr / 25, decay_steps=total - warmup, warmup_target=lr, warmup_steps=warmup
+        return keras.optimizers.schedules.CosineDecay(  # a run of one step: no cosine part (Keras needs 1)
+            lr / 25, decay_steps=max(1, total - warmup), warmup_target=lr, warmup_steps=warmup
         )
     raise ValueError(
         f"Unknown lr_schedule; valid: {', '.join(configs.LR_SCHEDULES)}. Received: lr_schedule={name!r}"
@@ -358,5 +388,6 @@ def format_results(history: list[dict], metrics: dict, monitor: str = "val_accur
                  + (f" | last epoch's weights: test accuracy {metrics['final_test_accuracy']:.4f}"
                     if metrics.get("final_test_accuracy", metrics["test_accuracy"]) != metrics["test_accuracy"]
                     else "")
-                 + (f" | peak RSS {metrics['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in metrics else ""))
+                 + (f" | peak RSS {metrics['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in metrics else "")
+                 + (f" | {metrics['skipped_files']} unreadable files skipped" if metrics.get("skipped_files") else ""))
     return "\n".join(lines)

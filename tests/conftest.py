@@ -85,3 +85,49 @@ def cifar_model(tmp_path_factory):
     gradient = np.linspace(0, 255, 64, dtype=np.uint8)
     Image.fromarray(np.stack([np.tile(gradient, (48, 1))] * 3, axis=-1)).save(folder / "photo.png")
     return folder
+
+
+#: Broken files the generated photo folder holds: (class folder, name, what is wrong).
+BROKEN_PHOTOS = (("disc", "broken.jpg", "truncated"), ("bar", "notes.png", "text"), ("cross", "empty.jpg", "empty"))
+
+
+def draw_shape(kind: str, width: int, height: int, rng) -> np.ndarray:
+    """A ``(height, width, 3)`` uint8 drawing: a bright disc, a vertical bar or a cross on a noisy dark
+    background, in a random colour (generated, not dataset data)."""
+    ys, xs = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    if kind == "disc":
+        mask = (ys - 0.5) ** 2 + (xs - 0.5) ** 2 < 0.1
+    elif kind == "bar":
+        mask = np.abs(xs - 0.5) < 0.12
+    else:
+        mask = (np.abs(xs - 0.5) < 0.1) | (np.abs(ys - 0.5) < 0.1)
+    image = rng.integers(0, 60, (height, width, 3))
+    image[mask] = rng.integers(150, 256, 3)
+    return image.astype(np.uint8)
+
+
+def write_photo_folder(root: Path, per_class: int = 12, seed: int = 0, modes=("RGB", "L", "RGBA", "P")) -> Path:
+    """``root/CLASS/*``: ``per_class`` drawings of each class at assorted sizes, as JPEG and PNG in
+    the PIL ``modes`` given in turn, plus the :data:`BROKEN_PHOTOS`."""
+    rng = np.random.default_rng(seed)
+    for kind in ("disc", "bar", "cross"):
+        (root / kind).mkdir(parents=True)
+        for i in range(per_class):
+            im = Image.fromarray(draw_shape(kind, int(rng.integers(20, 61)), int(rng.integers(20, 61)), rng))
+            mode = modes[i % len(modes)]
+            im = im.quantize(64) if mode == "P" else im.convert(mode)
+            jpeg = mode in ("RGB", "L") and (i // len(modes)) % 2 == 0
+            im.save(root / kind / f"{i:03d}.{'jpg' if jpeg else 'png'}")
+    for kind, name, problem in BROKEN_PHOTOS:
+        path = root / kind / name
+        if problem == "truncated":
+            path.write_bytes(next((root / kind).glob("*.jpg")).read_bytes()[:200])
+        else:
+            path.write_bytes(b"notes, not an image" if problem == "text" else b"")
+    return root
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory):
+    """A plain folder of class folders (disc, bar, cross) of generated colour drawings, with broken files."""
+    return write_photo_folder(tmp_path_factory.mktemp("photos") / "shapes")

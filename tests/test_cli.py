@@ -15,15 +15,6 @@ from conftest import REPO
 from helpers import FAST_ARGS, run_cli
 
 
-def test_no_data_is_one_clear_line(tmp_path):
-    result = run_cli("train", "mnist", "--data-dir", str(tmp_path / "empty"), "--output", str(tmp_path / "r"))
-    assert result.exit_code == 1
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: Dataset 'mnist' is not prepared")
-    assert "TFDS_DATA_DIR" in lines[0] and "--data-dir" in lines[0]
-    assert not (tmp_path / "r").exists()
-
-
 @pytest.mark.parametrize("damage, problem", [("truncate", "truncated"), ("delete", "missing")])
 def test_truncated_or_missing_data_files_are_one_line_naming_the_file(fake_data_dir, tmp_path, damage, problem):
     from pathlib import Path
@@ -64,7 +55,7 @@ def test_cuda_request_without_cuda_is_an_error(fake_data_dir, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     result = run_cli("train", "mnist", "--device", "cuda", "--data-dir", fake_data_dir,
-                     "--output", str(tmp_path / "r"))
+                     "--output", str(tmp_path / "r"), *FAST_ARGS)
     assert result.exit_code == 2
     assert "device 'cuda' was requested but torch" in result.output and "sees no CUDA device" in result.output
 

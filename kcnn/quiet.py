@@ -1,0 +1,63 @@
+"""Keep TensorFlow's and TFDS' start-up notices off the terminal, so kcnn's header is the first line.
+
+TensorFlow 2.21 logs its C++ start-up notices (absl's "All log messages before
+absl::InitializeLog() is called...", the oneDNN and CPU-feature notices) through
+absl while its shared libraries load, before ``TF_CPP_MIN_LOG_LEVEL`` is read, so
+the variable cannot hide them: :func:`import_tensorflow` points file descriptor 2
+at a temporary file for the import and replays it only when the import fails.
+TFDS logs "Variant folder ... has no dataset_info.json" through Python's ``absl``
+logger each time it looks for a dataset that is not prepared; kcnn says that
+itself, so :class:`_DropTFDSNotices` drops those records and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import tempfile
+
+#: Message starts of TFDS log records kcnn answers itself (dataset not prepared yet).
+TFDS_NOTICES = ("Variant folder",)
+
+
+class _DropTFDSNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(TFDS_NOTICES)
+
+
+@contextlib.contextmanager
+def _stderr_to_file():
+    """Send what C++ code writes to fd 2 into a temporary file; yields a function reading it back."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: (sink.seek(0), sink.read().decode(errors="replace"))[1]
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def import_tensorflow():
+    """Import TensorFlow without its start-up notices on stderr; returns the module.
+
+    Raises:
+        ImportError: TensorFlow cannot be imported (its captured output is written to stderr first).
+    """
+    if "tensorflow" not in sys.modules:
+        with _stderr_to_file() as captured:
+            try:
+                import tensorflow  # noqa: F401
+            except BaseException:
+                text = captured()
+                sys.stderr.write(text)
+                raise
+    logging.getLogger("absl").addFilter(_DROP)
+    return sys.modules["tensorflow"]
+
+
+_DROP = _DropTFDSNotices()

@@ -1,0 +1,147 @@
+"""Folders of images: the split, decoding as `kcnn predict` does, skipped files, streaming, train to predict."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import BROKEN_PHOTOS, write_photo_folder
+from helpers import FAST, run_cli, tiny_train
+
+from kcnn import data, folders
+from kcnn.images import read_image, to_model_input
+
+
+def _names(paths):
+    return sorted(f"{p.split('/')[-2]}/{p.split('/')[-1]}" for p in paths)
+
+
+def test_a_plain_folder_splits_each_class_by_file_name_hash(photo_folder):
+    splits = folders.list_splits(photo_folder, test_split=0.25).split_val(0.2)
+    assert splits.class_names == ("bar", "cross", "disc")
+    # 13 files per class (12 drawings, 1 broken): round(13 * 0.25) = 3 test, round(10 * 0.2) = 2 val
+    for split, count in (("test", 3), ("val", 2), ("train", 8)):
+        assert np.bincount(splits.labels[split], minlength=3).tolist() == [count] * 3, split
+    everything = sum((splits.files[s] for s in ("train", "val", "test")), [])
+    assert len(set(everything)) == len(everything) == 39
+    # The same files land in the same splits however the folder is copied or listed again.
+    copy = shutil.copytree(photo_folder, photo_folder.parent / "copy")
+    again = folders.list_splits(copy, test_split=0.25).split_val(0.2)
+    for split in ("train", "val", "test"):
+        assert _names(again.files[split]) == _names(splits.files[split])
+    shutil.rmtree(copy)
+
+
+def test_split_folders_give_val_and_test_and_must_name_the_same_classes(tmp_path):
+    root = tmp_path / "photos"
+    for split, count in (("train", 8), ("val", 3), ("test", 4)):
+        write_photo_folder(root / split, per_class=count, seed=len(split))
+    splits = folders.list_splits(root, test_split=0.2).split_val(0.5)
+    assert [len(splits.files[s]) for s in ("train", "val", "test")] == [27, 12, 15]  # broken files included
+    assert all(f"/{split}/" in p for split in ("train", "val", "test") for p in splits.files[split])
+    shutil.rmtree(root / "test" / "bar")
+    with pytest.raises(folders.FolderError, match=r"photos/test: .*class_names"):
+        folders.list_splits(root, test_split=0.2)
+
+
+def test_folder_images_are_decoded_as_kcnn_predict_brings_them_to_the_model(photo_folder):
+    info = data.load_info(str(photo_folder), image_size=(24, 40))
+    assert info.image_shape == (24, 40, 3)  # colour files present: RGB
+    images, labels, paths, skipped = data.decode_folder_split(info, "test")
+    assert images.shape == (len(paths), 24, 40, 3) and images.dtype == np.uint8
+    for image, path in zip(images, paths):
+        np.testing.assert_array_equal(image, to_model_input(read_image(path), (24, 40, 3)))
+
+
+def test_unreadable_files_are_skipped_and_named(photo_folder):
+    ds = data.load_datasets(str(photo_folder), batch_size=4, val_split=0.2, info=data.load_info(str(photo_folder)))
+    assert sorted(p.split("/")[-1] for p, _ in ds.skipped) == sorted(name for _, name, _ in BROKEN_PHOTOS)
+    reasons = {p.split("/")[-1]: reason for p, reason in ds.skipped}
+    assert reasons == {"broken.jpg": "truncated or corrupt image data", "notes.png": "not an image PIL can read",
+                       "empty.jpg": "empty file (0 bytes)"}
+    counted = sum(int(x.shape[0]) for x, _ in ds.train) + ds.num_val + sum(int(x.shape[0]) for x, _ in ds.test)
+    assert counted == 36
+
+
+def test_a_folder_too_large_for_memory_streams_the_same_batches_from_its_files(photo_folder):
+    info = data.load_info(str(photo_folder), image_size=(20, 20))
+
+    def batches(ds, split):
+        return [(x.numpy(), y.numpy()) for x, y in getattr(ds, split)]
+
+    options = dict(batch_size=5, val_split=0.2, seed=3, augment="flip_shift", info=info)
+    held, streamed = data.load_datasets(str(photo_folder), **options), \
+        data.load_datasets(str(photo_folder), memory_budget=0, **options)
+    for epoch in (0, 1):
+        held.set_epoch(epoch)
+        streamed.set_epoch(epoch)
+        for split in ("train", "val", "test"):
+            pairs = list(zip(batches(held, split), batches(streamed, split), strict=True))
+            for (x0, y0), (x1, y1) in pairs:
+                np.testing.assert_array_equal(x0, x1)
+                np.testing.assert_array_equal(y0, y1)
+    assert (held.num_train, held.num_val) == (streamed.num_train, streamed.num_val)
+
+
+def test_gray_folders_train_gray_unless_channels_say_otherwise(tmp_path):
+    root = write_photo_folder(tmp_path / "gray", per_class=4, modes=("L",))
+    assert data.load_info(str(root)).image_shape == (64, 64, 1)
+    assert data.load_info(str(root), channels=3, image_size=(32, 32)).image_shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("content, problem", [("broken", "none of the 6 train images can be read"),
+                                              ("none", "No images found")])
+def test_a_folder_without_a_readable_image_is_a_one_line_error(tmp_path, content, problem):
+    root = tmp_path / "photos"
+    for kind in ("a", "b"):
+        (root / kind).mkdir(parents=True)
+        for i in range(4):
+            if content == "broken":
+                (root / kind / f"{i}.jpg").write_bytes(b"not a jpeg")
+            else:
+                (root / kind / f"{i}.txt").write_text("notes")
+    result = run_cli("train", root, "--output", tmp_path / "run", "--test-split", "0.25", "--epochs", "1",
+                     "--batch-size", "2")
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert problem in lines[-1] and lines[-1].startswith(f"Error: {root}")
+    assert not (tmp_path / "run").exists()
+
+
+def test_image_size_is_for_folders(fake_data_dir):
+    with pytest.raises(ValueError, match=r"mnist has 28x28x1 images; .*Received: image_shape=\(32, 32, 1\)"):
+        data.load_info("mnist", fake_data_dir, image_size=(32, 32))
+
+
+def test_train_evaluate_predict_and_export_a_folder_with_class_names(photo_folder, tmp_path):
+    result = tiny_train(None, tmp_path / "run", dataset=str(photo_folder), epochs=1, image_size=(32, 32),
+                        **{**FAST, "batch_size": 4})
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["dataset"]["class_names"] == ["bar", "cross", "disc"]
+    assert record["dataset"]["image_shape"] == [32, 32, 3] and record["settings"]["image_size"] == [32, 32]
+    assert len(record["dataset"]["skipped_files"]) == 3 and result.metrics["skipped_files"] == 3
+
+    evaluated = run_cli("evaluate", tmp_path / "run" / "model.keras", photo_folder, "--output", tmp_path / "eval")
+    assert evaluated.exit_code == 0, evaluated.output
+    evaluation = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert evaluation["accuracy"] == pytest.approx(result.metrics["test_accuracy"])
+    assert evaluation["examples"] == result.metrics["test_examples"] == 9
+
+    image = next((photo_folder / "disc").glob("*.png"))
+    predicted = run_cli("predict", "--model", tmp_path / "run" / "model.keras", image, "--format", "json")
+    assert predicted.exit_code == 0, predicted.output
+    assert json.loads(predicted.output)[0]["label"] in ("bar", "cross", "disc")
+
+    exported = run_cli("export", tmp_path / "run", tmp_path / "shapes.keras")
+    assert exported.exit_code == 0, exported.output
+    card = json.loads((tmp_path / "shapes.json").read_text())
+    assert card["class_names"] == ["bar", "cross", "disc"] and "--image-size 32 32" in card["command"]
+
+
+def test_a_folder_runs_under_runs_by_its_name(photo_folder, tmp_path, monkeypatch):
+    from kcnn.config import TrainConfig
+    from kcnn.runs import RunFolder
+
+    monkeypatch.chdir(tmp_path)
+    folder, resume = RunFolder.resolve(TrainConfig(dataset=str(photo_folder)), None, False)
+    assert folder.path.resolve() == tmp_path.resolve() / "runs" / "shapes-cnn3-1" and not resume
