@@ -81,6 +81,10 @@ def _list(directory: Path, class_names=None) -> tuple[list[str], list[int], list
     """``(paths, labels, class_names)`` of the images under ``directory``'s class folders (Keras' listing)."""
     import keras
 
+    from kcnn.quiet import import_tensorflow
+
+    import_tensorflow()  # Keras' listing imports it: quietly, first
+
     try:
         ds = keras.utils.image_dataset_from_directory(
             directory, labels="inferred", class_names=class_names, shuffle=False, batch_size=None, verbose=False)

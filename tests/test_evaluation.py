@@ -9,7 +9,8 @@ from conftest import CIFAR_NAMES
 from helpers import assert_image_file, written
 
 from kcnn.cli import main
-from kcnn.evaluation import confusion_matrix, per_class_metrics, summarize, top_k_accuracy
+from kcnn.evaluation import (confusion_matrix, format_summary, most_confused_pairs, per_class_metrics, summarize,
+                             top_k_accuracy)
 
 
 def test_confusion_matrix_of_a_known_prediction_set():
@@ -120,3 +121,32 @@ def test_evaluate_refuses_a_model_for_other_images(cifar_model, fake_data_dir, t
                                        "--data-dir", fake_data_dir, "--output", str(tmp_path)])
     assert result.exit_code == 2
     assert "model takes (32, 32, 3) images and outputs 10 classes; mnist has (28, 28, 1) images" in result.output
+
+
+def test_most_confused_pairs_are_the_largest_off_diagonal_cells():
+    cm = np.array([[5, 2, 0], [7, 1, 3], [0, 3, 9]])
+    assert most_confused_pairs(cm, ["a", "b", "c"], count=3) == [
+        {"true": "b", "predicted": "a", "count": 7}, {"true": "b", "predicted": "c", "count": 3},
+        {"true": "c", "predicted": "b", "count": 3}]
+    assert most_confused_pairs(np.eye(3, dtype=int), ["a", "b", "c"]) == []
+
+
+def test_a_100_class_summary_lists_the_worst_classes_and_a_readable_confusion_matrix(tmp_path):
+    from PIL import Image
+
+    from kcnn.figures import plot_confusion_matrix
+
+    rng = np.random.default_rng(0)
+    names = [f"class{i:02d}" for i in range(100)]
+    labels = np.arange(1000) % 100
+    result = summarize(rng.dirichlet(np.ones(100), 1000), labels, names)
+    lines = format_summary(result).splitlines()
+    assert len(lines) == 3 + 10 + 1 and lines[-1].startswith("most confused: ")
+    worst = sorted(result["per_class"], key=lambda n: result["per_class"][n]["f1"])[:10]
+    assert [line.split()[0] for line in lines[3:13]] == worst
+    sizes = {}
+    for n in (20, 100):
+        path = plot_confusion_matrix(np.asarray(result["confusion_matrix"])[:n, :n], names[:n], tmp_path / f"{n}.png")
+        with Image.open(path) as im:
+            sizes[n] = im.size
+    assert sizes[100][0] <= sizes[20][0]  # 100 classes: no larger than 20 named ones
