@@ -15,8 +15,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-from kcnn.data import (AUGMENTATIONS, DEFAULT_IMAGE_SIZE, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT,  # stdlib-only at import time
-                       default_augmentation)
+# stdlib-only at import time
+from kcnn.data import AUGMENTATIONS, DEFAULT_IMAGE_SIZE, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, default_augmentation
 from kcnn.device import DEVICE_PATTERN
 
 OPTIMIZERS = ("adam", "sgd")
@@ -58,7 +58,8 @@ class TrainConfig:
     recipe: str | None = _setting(None, "The recipe the settings started from (a label)", recipe=False)
     optimizer: str = _setting("adam", "Adam, or SGD with Nesterov momentum 0.9", choices=OPTIMIZERS)
     lr: float = _setting(1e-3, "Peak learning rate", low=0, high=10, low_open=True)
-    lr_schedule: str = _setting("constant", "Per-step schedule (onecycle: 20% warm-up, then cosine)", choices=LR_SCHEDULES)
+    lr_schedule: str = _setting("constant", "Per-step schedule (onecycle: 20% warm-up, then cosine)",
+                                choices=LR_SCHEDULES)
     weight_decay: float = _setting(0.0, "Decoupled weight decay per step, times the lr (AdamW)", low=0)
     augment: str = _setting("none", "Augmentation policy", choices=AUGMENTATIONS)
     batch_size: int = _setting(64, "Images per optimizer step", low=1)
@@ -66,13 +67,15 @@ class TrainConfig:
                                       low=0, high=1, high_open=True)
     ema: float = _setting(0.0, "Momentum of a saved average of the weights; 0 = off", low=0, high=1, high_open=True)
     whiten: bool = _setting(False, "Start the first conv as patch whitening (airbench)")
-    val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split that picks the kept epoch; 0 = none", low=0, high=0.5)
+    val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split that picks the kept epoch; 0 = none",
+                                low=0, high=0.5)
     seed: int = _setting(0, "Random seed (weights, data order, augmentation, dropout)", recipe=False)
     image_size: tuple[int, int] | None = _setting(None, "Size a folder's images are brought to", recipe=False,
                                                   shown=" ".join(map(str, DEFAULT_IMAGE_SIZE)))
     channels: int | None = _setting(None, "A folder's images gray (1) or RGB (3)", choices=(1, 3),
                                     recipe=False, shown="by the images")
-    test_split: float = _setting(DEFAULT_TEST_SPLIT, "Share of a folder's classes held out to test", low=0, high=0.5, low_open=True, recipe=False)
+    test_split: float = _setting(DEFAULT_TEST_SPLIT, "Share of a folder's classes held out to test", low=0, high=0.5,
+                                 low_open=True, recipe=False)
     mixed_precision: str | None = _setting(None, "Half-precision compute, for CUDA", choices=MIXED_PRECISION,
                                            recipe=False, shown="float32")
     device: str = _setting("auto", "auto (CUDA if there is one), cpu, cuda or cuda:N", recipe=False)

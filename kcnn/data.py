@@ -185,12 +185,16 @@ def _download(builder, name: str, root: str) -> None:
     Raises:
         DataNotFoundError: the download or the preparation failed.
     """
+    from kcnn.quiet import no_retry_warnings
+
     print(f"{name} is not in the TFDS data_dir {root}: downloading and preparing it with TFDS "
-          f"(--no-download refuses)", file=sys.stderr, flush=True)
+          f"(--no-download refuses; without a network TFDS retries for about 3 minutes)",
+          file=sys.stderr, flush=True)
     try:
-        builder.download_and_prepare()
+        with no_retry_warnings():
+            builder.download_and_prepare()
     except Exception as e:  # requests, OSError, checksum and builder errors alike
-        cause = (str(e).strip().splitlines() or [""])[0][:300] or type(e).__name__
+        cause = (str(e).strip().splitlines() or [""])[0] or type(e).__name__
         raise DataNotFoundError(
             f"Dataset {name!r} could not be downloaded into the TFDS data_dir {root}: {cause}. "
             f"Connect to the network and run again, or pass --data-dir (or set TFDS_DATA_DIR) to a "

@@ -180,7 +180,8 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
     probs = predict_probs(clf.model, images, tta=tta, batch_size=batch_size)
     result = summarize(probs, labels, info.class_names)
     result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version, tta=tta)
-    out = Path(output) if output is not None else Path("runs") / "evaluate" / f"{clf.name}-{Path(info.name).name}-{split}"
+    default = Path("runs") / "evaluate" / f"{clf.name}-{Path(info.name).name}-{split}"  # a folder: its name
+    out = Path(output) if output is not None else default
     out.mkdir(parents=True, exist_ok=True)
     names = list(info.class_names)
     written = [

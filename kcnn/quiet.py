@@ -8,6 +8,10 @@ at a temporary file for the import and replays it only when the import fails.
 TFDS logs "Variant folder ... has no dataset_info.json" through Python's ``absl``
 logger each time it looks for a dataset that is not prepared; kcnn says that
 itself, so :class:`_DropTFDSNotices` drops those records and nothing else.
+Without a network, urllib3 logs one "Retrying (Retry(total=N...))" warning per
+URL and attempt while TFDS' downloader retries (about 40 lines for MNIST);
+:func:`no_retry_warnings` drops them during a download, whose failure kcnn
+reports in one line.
 """
 
 from __future__ import annotations
@@ -25,6 +29,22 @@ TFDS_NOTICES = ("Variant folder",)
 class _DropTFDSNotices(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(TFDS_NOTICES)
+
+
+class _DropRetries(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Retrying")
+
+
+@contextlib.contextmanager
+def no_retry_warnings():
+    """Inside the block, urllib3's per-attempt "Retrying ..." warnings are dropped."""
+    logger, drop = logging.getLogger("urllib3.connectionpool"), _DropRetries()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 @contextlib.contextmanager

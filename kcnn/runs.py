@@ -151,8 +151,8 @@ class RunFolder:
 
         With ``output`` None: the latest unfinished run under :data:`RUNS_DIR` with the same
         settings resumes (re-running a command continues it); else a new
-        ``runs/{dataset}-{model}-{N}`` (a folder dataset: its name). With ``output``: an empty or new folder starts a run,
-        an unfinished run of the same settings resumes.
+        ``runs/{dataset}-{model}-{N}`` (a folder dataset: its name). With ``output``: an empty or new
+        folder starts a run, an unfinished run of the same settings resumes.
 
         Returns:
             ``(folder, resume)``.

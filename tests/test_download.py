@@ -142,3 +142,16 @@ def test_nothing_but_kcnns_lines_reach_the_terminal(fake_data_dir, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert trained.stdout.startswith("kcnn ") and trained.stderr == ""
     assert trained.stdout.splitlines()[1].startswith("dataset mnist 3.0.1 from the TFDS data_dir")
+
+
+def test_urllib3_retry_warnings_are_dropped_during_a_download_only(caplog):
+    import logging
+
+    from kcnn.quiet import no_retry_warnings
+
+    logger = logging.getLogger("urllib3.connectionpool")
+    with no_retry_warnings():
+        logger.warning("Retrying (%r) after connection broken by %r: %s", "Retry(total=9)", "NameResolutionError", "/a")
+        logger.warning("Connection pool is full, discarding connection")
+    logger.warning("Retrying (%r) after connection broken by %r: %s", "Retry(total=8)", "NameResolutionError", "/a")
+    assert [r.getMessage()[:20] for r in caplog.records] == ["Connection pool is f", "Retrying ('Retry(tot"]
