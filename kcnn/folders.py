@@ -10,7 +10,7 @@ class folders searched recursively) and names the classes (folder names, sorted)
 are missing are cut from the training files, per class, in the order of the SHA-1 of each file's
 name: the first ``round(n * test_split)`` files in that order test, the next
 ``round(rest * val_split)`` validate. The cut depends on neither the seed nor the file system's
-order, and stays put for files already there when files are added.
+order; each split lists its files in that order too, so the classes are mixed in ``train[:N]``.
 
 Every image is decoded by :func:`decode`, the same PIL path ``kcnn predict`` feeds a model with
 (:func:`kcnn.images.to_model_input`: colour centre-cropped to the aspect ratio and resized bicubic;

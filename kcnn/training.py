@@ -213,14 +213,16 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
         KeyboardInterrupt: Ctrl-C, after the last completed epoch is saved.
     """
     from kcnn.callbacks import make_callbacks
+    from kcnn.fused import fused_batch_norm
 
     best = max((row[monitor] for row in run.read_history() if monitor in row), default=None)
     callbacks = make_callbacks(run, monitor, best, datasets=ds, seed=config.seed, ema=bool(config.ema),
                                extra=list(extra_callbacks))
     start = time.time()
     try:
-        net.fit(ds.train, validation_data=ds.val, epochs=config.epochs, verbose=verbose, shuffle=False,
-                callbacks=callbacks.all)
+        with fused_batch_norm(net):  # torch's one-kernel batch norm in training; the saved file stays stock
+            net.fit(ds.train, validation_data=ds.val, epochs=config.epochs, verbose=verbose, shuffle=False,
+                    callbacks=callbacks.all)
     except KeyboardInterrupt:
         log(f"\nInterrupted. The last completed epoch is saved in {run.path}; re-run the same command to resume.")
         raise

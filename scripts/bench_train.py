@@ -1,9 +1,10 @@
 """Training speed: kcnn's real path against a plain PyTorch loop, on the same data, alternating.
 
-kcnn path: the TFDS pipeline with the dataset's default augmentation -> ``model.fit``
-with kcnn's own callbacks (CSV log, best checkpoint, backup, NaN guard).
-Reference: the same architecture in ``torch.nn`` (Conv2d/BatchNorm2d), ``torch.optim.Adam``,
-the same batch size, augmentation done in torch on in-memory uint8 tensors.
+kcnn path: the TFDS pipeline with the default recipe's augmentation and batch size (``kcnn train
+DATASET --model MODEL``) -> ``model.fit`` with kcnn's own callbacks (CSV log, best checkpoint,
+backup, NaN guard) and its fused batch norm. Reference: the same architecture in ``torch.nn``
+(Conv2d/BatchNorm2d), ``torch.optim.Adam(foreach=True)``, the same batch size, the same
+augmentation done in torch on in-memory uint8 tensors. Both use Adam at a constant learning rate.
 Both run ``--steps`` steps per segment after a warm-up segment, alternating for
 ``--rounds`` rounds; the script prints img/s, the ratio kcnn/reference, the input
 pipeline's own rate (``--pipeline``) and the peak RSS of this process.
@@ -11,7 +12,7 @@ pipeline's own rate (``--pipeline``) and the peak RSS of this process.
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/bench_train.py
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/bench_train.py --case cifar10:cnn3 --steps 50 --rounds 2
 
-Targets (issue "Speed"): ratio >= 0.85 for cnn3 on CIFAR-10, >= 0.90 for net24k on MNIST,
+Targets (docs/performance.md): ratio >= 1.0 for cnn3 on CIFAR-10, >= 0.90 for net24k on MNIST,
 pipeline >= 5x the training rate.
 """
 
@@ -26,9 +27,9 @@ import click
 import numpy as np
 
 import kcnn  # noqa: F401  (sets KERAS_BACKEND=torch unless chosen)
+from kcnn.fused import fused_batch_norm
 from kcnn.runs import RunFolder
 
-BATCH = 128  # images per step, kcnn's default
 LR = 2e-3  # Adam learning rate (constant in both paths)
 
 
@@ -70,41 +71,63 @@ def torch_model(name: str, num_classes: int = 10):
     return {"cnn3": CNN3, "net24k": Net24k}[name]()
 
 
+def _shift(x, most: int, mode: str, gen):
+    """Each image of a float ``(N, C, H, W)`` batch moved by whole pixels in [-most, most], the border
+    filled by ``mode`` (``"constant"``: zeros, ``"reflect"``: mirrored)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    padded = F.pad(x, (most, most, most, most), mode=mode)
+    dy = torch.randint(0, 2 * most + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * most + 1, (n,), generator=gen)
+    return torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+
+
+def _flip(x, gen):
+    import torch
+
+    flip = torch.rand(len(x), generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(-1), x)
+
+
 def torch_augment(x, policy: str, gen):
-    """The default policies in torch on a uint8 (N, H, W, C) batch."""
+    """kcnn's policies (``kcnn.data.make_augmentation``) in torch on a uint8 (N, H, W, C) batch."""
     import torch
     import torch.nn.functional as F
 
     n, h, w, c = x.shape
+    if policy == "none":
+        return x
+    x = x.permute(0, 3, 1, 2).float()
     if policy == "crop_flip":
-        padded = F.pad(x.permute(0, 3, 1, 2), (4, 4, 4, 4))
-        dy = torch.randint(0, 9, (n,), generator=gen)
-        dx = torch.randint(0, 9, (n,), generator=gen)
-        out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-        flip = torch.rand(n, generator=gen) < 0.5
-        out = torch.where(flip[:, None, None, None], out.flip(-1), out)
-        return out.permute(0, 2, 3, 1).contiguous()
-    if policy == "affine":
+        out = _flip(_shift(x, 4, "constant", gen), gen)
+    elif policy == "flip_shift":
+        out = _shift(_flip(x, gen), round(h * 2 / 32), "reflect", gen)
+    elif policy == "shift":
+        out = _shift(x, round(h * 0.08), "constant", gen)
+    elif policy == "affine":
         angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(10)
         scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * 0.1
         shift = (torch.rand(n, 2, generator=gen) * 2 - 1) * 0.2  # 10% of the size, in [-1, 1] units
         cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
         theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         grid = F.affine_grid(theta, (n, c, h, w), align_corners=False)
-        out = F.grid_sample(x.permute(0, 3, 1, 2).float(), grid, align_corners=False)
-        return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-    return x
+        out = F.grid_sample(x, grid, align_corners=False)
+    else:
+        raise ValueError(f"no torch version of augmentation policy {policy!r}")
+    return out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 class TorchLoop:
     """Plain PyTorch training on in-memory uint8 arrays."""
 
-    def __init__(self, name, images, labels, policy, seed=0):
+    def __init__(self, name, images, labels, policy, batch, seed=0):
         import torch
 
         torch.manual_seed(seed)
-        self.model = torch_model(name)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.model, self.batch = torch_model(name), batch
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, foreach=True)
         self.loss = torch.nn.CrossEntropyLoss()
         self.images, self.labels = torch.from_numpy(images), torch.from_numpy(labels)
         self.policy, self.gen = policy, torch.Generator().manual_seed(seed)
@@ -116,35 +139,41 @@ class TorchLoop:
         self.model.train()
         start = time.perf_counter()
         for _ in range(steps):
-            if self.pos + BATCH > len(self.order):
+            if self.pos + self.batch > len(self.order):
                 self.order, self.pos = torch.randperm(len(self.images), generator=self.gen), 0
-            idx = self.order[self.pos:self.pos + BATCH]
-            self.pos += BATCH
+            idx = self.order[self.pos:self.pos + self.batch]
+            self.pos += self.batch
             x = torch_augment(self.images[idx], self.policy, self.gen)
             self.opt.zero_grad(set_to_none=True)
             loss = self.loss(self.model(x), self.labels[idx])
             loss.backward()
             self.opt.step()
-        return steps * BATCH / (time.perf_counter() - start)
+        return steps * self.batch / (time.perf_counter() - start)
 
 
 class KcnnLoop:
-    """kcnn's path: TFDS pipeline with default augmentation, model.fit with kcnn's callbacks."""
+    """kcnn's path: TFDS pipeline with default augmentation, model.fit with kcnn's callbacks and, as
+    ``kcnn train`` does, torch's fused batch norm (``fused=False``: Keras' stock BatchNormalization)."""
 
-    def __init__(self, dataset, name, data_dir, seed=0):
+    def __init__(self, dataset, name, data_dir, seed=0, fused=True):
         import keras
 
         from kcnn import data, models, training
         from kcnn.callbacks import make_callbacks
+        from kcnn.config import resolve
 
         keras.utils.set_random_seed(seed)
-        self.ds = data.load_datasets(dataset, data_dir=data_dir, batch_size=BATCH, augment=True, seed=seed)
+        info = data.load_info(dataset, data_dir)
+        recipe = resolve(dataset, info.image_shape, model=name)  # what `kcnn train DATASET --model NAME` uses
+        self.batch, self.policy = recipe.batch_size, recipe.augment
+        self.ds = data.load_datasets(dataset, data_dir=data_dir, batch_size=self.batch, augment=self.policy,
+                                     seed=seed, info=info)
         self.train_iter = self.ds.train.repeat()
         info = self.ds.info
         self.model = models.create_model(name, info.image_shape, info.num_classes)
         self.model.compile(optimizer=training.make_optimizer("adam", LR), loss="sparse_categorical_crossentropy",
                            metrics=["accuracy"])
-        self.make_callbacks, self.epoch = make_callbacks, 0
+        self.make_callbacks, self.epoch, self.fused = make_callbacks, 0, fused
         self.tmp = Path(tempfile.mkdtemp(prefix="kcnn-bench-"))
 
     def run(self, steps: int) -> float:
@@ -152,10 +181,11 @@ class KcnnLoop:
         run_dir.mkdir()
         callbacks = self.make_callbacks(RunFolder(run_dir), "accuracy", None).all
         start = time.perf_counter()
-        self.model.fit(self.train_iter, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=steps,
-                       callbacks=callbacks, verbose=0)
+        with fused_batch_norm(self.model, enabled=self.fused):
+            self.model.fit(self.train_iter, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=steps,
+                           callbacks=callbacks, verbose=0, shuffle=False)
         self.epoch += 1
-        return steps * BATCH / (time.perf_counter() - start)
+        return steps * self.batch / (time.perf_counter() - start)
 
     def pipeline_rate(self, steps: int) -> float:
         it = iter(self.train_iter)
@@ -163,7 +193,7 @@ class KcnnLoop:
         start = time.perf_counter()
         for _ in range(steps):
             next(it)
-        return steps * BATCH / (time.perf_counter() - start)
+        return steps * self.batch / (time.perf_counter() - start)
 
 
 @click.command()
@@ -173,39 +203,55 @@ class KcnnLoop:
 @click.option("--rounds", default=3, show_default=True, help="Alternating rounds (kcnn, reference) per case.")
 @click.option("--data-dir", default=None, help="TFDS data_dir [default: $TFDS_DATA_DIR].")
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Also time the input pipeline alone.")
-def main(cases, steps, rounds, data_dir, pipeline):
+@click.option("--stock-bn/--no-stock-bn", default=True, show_default=True,
+              help="Also time kcnn with Keras' stock BatchNormalization (the fused-BN lever on its own).")
+@click.option("--tf-threads", default=0, show_default=True,
+              help="TensorFlow's intra- and inter-op threads for the input pipeline (0: TensorFlow's choice).")
+def main(cases, steps, rounds, data_dir, pipeline, stock_bn, tf_threads):
     import keras
     import torch
+
+    if tf_threads:
+        from kcnn.quiet import import_tensorflow
+
+        tf = import_tensorflow()
+        tf.config.threading.set_intra_op_parallelism_threads(tf_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(tf_threads)
 
     from kcnn.data import load_split_arrays
     from kcnn.training import peak_rss_gib
 
     print(f"keras {keras.__version__} ({keras.backend.backend()}), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} torch threads, batch {BATCH}, {steps} steps x {rounds} rounds")
+          f"{torch.get_num_threads()} torch threads, TensorFlow threads {tf_threads or 'default'}, "
+          f"{steps} steps x {rounds} rounds")
     rows = []
     for case in cases:
         dataset, name = case.split(":")
         kc = KcnnLoop(dataset, name, data_dir)
         images, labels = load_split_arrays(dataset, f"train[:{kc.ds.num_train}]", data_dir)
-        from kcnn.data import default_augmentation
-
-        ref = TorchLoop(name, images, labels, default_augmentation(kc.ds.info.image_shape))
-        kc.run(max(10, steps // 5))  # warm-up (also fills the tf.data cache)
-        ref.run(max(10, steps // 5))
-        k_rates, r_rates = [], []
-        for _ in range(rounds):
-            k_rates.append(kc.run(steps))
-            r_rates.append(ref.run(steps))
-        k, r = float(np.median(k_rates)), float(np.median(r_rates))
+        ref = TorchLoop(name, images, labels, kc.policy, kc.batch)
+        stock = KcnnLoop(dataset, name, data_dir, fused=False) if stock_bn else None
+        loops = [("kcnn", kc), ("torch", ref)] + ([("kcnn, stock BN", stock)] if stock else [])
+        for _, loop in loops:
+            loop.run(max(10, steps // 5))  # warm-up (also fills the tf.data cache)
+        rates = {label: [] for label, _ in loops}
+        for _ in range(rounds):  # alternating, so that the host's swings hit every loop alike
+            for label, loop in loops:
+                rates[label].append(loop.run(steps))
+        k, r = float(np.median(rates["kcnn"])), float(np.median(rates["torch"]))
+        pairs = [round(a / b, 2) for a, b in zip(rates["kcnn"], rates["torch"])]
         p = kc.pipeline_rate(steps * 2) if pipeline else float("nan")
-        rows.append((case, k, r, k / r, p, p / k))
-        print(f"{case}: kcnn {k:.0f} img/s {[round(v) for v in k_rates]}, reference {r:.0f} img/s "
-              f"{[round(v) for v in r_rates]}, pipeline {p:.0f} img/s", flush=True)
+        s_rate = float(np.median(rates["kcnn, stock BN"])) if stock else float("nan")
+        rows.append((case, k, r, k / r, pairs, s_rate / r, p, p / k))
+        print(f"{case} (batch {kc.batch}, {kc.policy}): " + ", ".join(f"{label} {np.median(v):.0f} img/s {[round(x) for x in v]}"
+                                      for label, v in rates.items()) + f", pipeline {p:.0f} img/s", flush=True)
     peak = peak_rss_gib()
-    print("\n| case | kcnn img/s | plain torch img/s | kcnn/torch | pipeline img/s | pipeline/kcnn |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for case, k, r, ratio, p, pr in rows:
-        print(f"| {case} | {k:.0f} | {r:.0f} | {ratio:.2f} | {p:.0f} | {pr:.1f}x |")
+    print("\n| case | kcnn img/s | plain torch img/s | kcnn/torch (pairwise) | stock BN/torch | pipeline img/s "
+          "| pipeline/kcnn |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for case, k, r, ratio, pairs, stock_ratio, p, pr in rows:
+        print(f"| {case} | {k:.0f} | {r:.0f} | {ratio:.2f} ({min(pairs)}-{max(pairs)}) | {stock_ratio:.2f} | {p:.0f} "
+              f"| {pr:.1f}x |")
     print(f"peak RSS of this process: {peak:.2f} GiB")
 
 

@@ -33,8 +33,14 @@ def models_to_check(tmp_path):
 
     from kcnn.models import create_model, to_channels_last
 
+    from kcnn.fused import fused_batch_norm
+
     keras.utils.set_random_seed(7)
     built = create_model("cnn3", (28, 28, 1), 10)  # Resizing + gray-to-RGB inside; channels_first on torch
+    built.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    with fused_batch_norm(built):  # trained as kcnn trains: moving statistics from the fused kernel
+        built.fit(np.zeros((32, 28, 28, 1), np.uint8) + np.arange(32, dtype=np.uint8)[:, None, None, None],
+                  np.arange(32) % 10, batch_size=8, epochs=1, verbose=0)
     to_channels_last(built).save(tmp_path / "cnn3_mnist.keras")  # as kcnn export writes it
     return [tmp_path / "cnn3_mnist.keras"] + shipped_models()
 
