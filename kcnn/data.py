@@ -613,7 +613,7 @@ def _folder_pipelines(info: DatasetInfo, *, batch_size: int, eval_batch_size: in
 def load_datasets(name: str, *, data_dir: str | None = None, batch_size: int = 128,
                   val_split: float = DEFAULT_VAL_SPLIT, augment: str | bool = True,
                   seed: int = 0, eval_batch_size: int = 512, info: DatasetInfo | None = None,
-                  memory_budget: int = MEMORY_BUDGET) -> Datasets:
+                  memory_budget: int | None = None) -> Datasets:
     """Load train/validation/test pipelines of a TFDS dataset or a folder of images.
 
     Args:
@@ -627,7 +627,7 @@ def load_datasets(name: str, *, data_dir: str | None = None, batch_size: int = 1
         seed: shuffle and augmentation seed.
         eval_batch_size: batch size of the validation and test pipelines.
         info: :func:`load_info` of ``name`` (needed for a folder: its files, splits and image size).
-        memory_budget: bytes of decoded images a folder split may hold in memory (:data:`MEMORY_BUDGET`).
+        memory_budget: bytes of decoded images a folder split may hold in memory (None: :data:`MEMORY_BUDGET`).
 
     Raises:
         ValueError: unknown dataset or policy, bad val_split.
@@ -646,7 +646,7 @@ def load_datasets(name: str, *, data_dir: str | None = None, batch_size: int = 1
     if info.folder is not None:
         pipelines, sizes, skipped = _folder_pipelines(
             info, batch_size=batch_size, eval_batch_size=eval_batch_size, augmentation=augmentation, seed=seed,
-            epoch=epoch, memory_budget=memory_budget)
+            epoch=epoch, memory_budget=MEMORY_BUDGET if memory_budget is None else memory_budget)
         return Datasets(train=pipelines["train"], val=pipelines["val"], test=pipelines["test"], info=info,
                         num_train=sizes["train"], num_val=sizes["val"], epoch=epoch, skipped=skipped)
     train_split, val_name, num_val = split_names(info.num_train, val_split)

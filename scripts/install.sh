@@ -20,4 +20,5 @@ if ! .venv/bin/python -c "import torch" 2>/dev/null; then
       --extra-index-url https://pypi.org/simple
 fi
 "${pip[@]}" -e ".[test]"
-.venv/bin/python -c "import kcnn, torch, keras, tensorflow; print(f'kcnn {kcnn.__version__}: torch {torch.__version__}, keras {keras.__version__}, tensorflow {tensorflow.__version__}')"
+# the check imports TensorFlow as kcnn does, its start-up notices off the terminal (kcnn.quiet)
+.venv/bin/python -c "import kcnn, torch, keras; from kcnn.quiet import import_tensorflow; tf = import_tensorflow(); print(f'kcnn {kcnn.__version__}: torch {torch.__version__}, keras {keras.__version__}, tensorflow {tf.__version__}')"

@@ -145,3 +145,19 @@ def test_a_folder_runs_under_runs_by_its_name(photo_folder, tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     folder, resume = RunFolder.resolve(TrainConfig(dataset=str(photo_folder)), None, False)
     assert folder.path.resolve() == tmp_path.resolve() / "runs" / "shapes-cnn3-1" and not resume
+
+
+def test_a_streamed_folder_run_resumed_after_ctrl_c_replays_the_uninterrupted_run(photo_folder, tmp_path,
+                                                                                   monkeypatch):
+    from helpers import InterruptAt
+
+    monkeypatch.setattr(data, "MEMORY_BUDGET", 0)  # every split read from its files each epoch
+    options = dict(dataset=str(photo_folder), epochs=2, image_size=(16, 16), **{**FAST, "batch_size": 4})
+    straight = tiny_train(None, tmp_path / "straight", **options)
+    with pytest.raises(KeyboardInterrupt):
+        tiny_train(None, tmp_path / "resumed", callbacks=[InterruptAt(1)], **options)
+    resumed = tiny_train(None, tmp_path / "resumed", **options)
+    assert resumed.resumed_from_epoch == 1
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert [row[key] for row in resumed.history] == [row[key] for row in straight.history], key
+    assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]
