@@ -1,4 +1,11 @@
-"""Fused batch normalization for training on the torch backend; the model keeps its stock layers.
+"""Faster training on the torch backend with the same math; the model keeps its stock layers.
+
+Two swaps, each for the duration of a ``with`` block, on one model instance: batch normalization
+by torch's fused kernel (:func:`fused_batch_norm`), and a forward pass that calls each layer's
+``call`` directly instead of through Keras' ``Layer.__call__`` (:func:`direct_forward`).
+:func:`training_fast_path` applies both, as ``kcnn train`` does.
+
+Batch normalization.
 
 Keras 3 writes ``BatchNormalization`` on torch as about twenty separate ops (moments, the
 normalization, the moving-statistics updates), each with its own backward pass. Torch has the same
@@ -73,3 +80,64 @@ def fused_batch_norm(model, enabled: bool = True):
     finally:
         for layer in layers:
             object.__delattr__(layer, "call")  # the class's call again
+
+
+def _chain(model) -> list | None:
+    """The layers after the input of a single-input chain model (each layer fed by the one before),
+    else None."""
+    layers = list(model.layers)
+    if len(getattr(model, "inputs", None) or []) != 1 or len(layers) < 2:
+        return None
+    if not all(getattr(layer, "input", None) is previous.output for previous, layer in zip(layers, layers[1:])):
+        return None
+    return layers[1:]
+
+
+def _is_preprocessing(layer) -> bool:
+    """Keras' preprocessing layers (Rescaling, Normalization, Resizing) pick their backend in
+    ``Layer.__call__`` (they also run inside tf.data), so they keep it."""
+    return type(layer).__module__.startswith("keras.src.layers.preprocessing")
+
+
+@contextlib.contextmanager
+def direct_forward(model, enabled: bool = True):
+    """Inside the block, a chain ``model`` runs its layers' ``call`` one after the other.
+
+    Keras' ``Layer.__call__`` spends Python time per layer and step on argument conversion, dtype
+    standardization, name scopes and tree flattening. On ``net24k`` that is most of a training
+    step (``docs/performance.md``). This forward passes the tensors straight from one layer's
+    ``call`` to the next, with ``training`` for the layers that take it; the preprocessing layers
+    still go through ``__call__``. It is the same sequence of ops. It is a no-op (yields False)
+    on other backends, for models that are not a chain (a branch, several inputs), and under a
+    mixed-precision policy, whose casts ``__call__`` does.
+    """
+    import keras
+
+    layers = _chain(model) if enabled and keras.backend.backend() == "torch" else None
+    if layers is not None and any(layer.dtype_policy.compute_dtype != "float32" for layer in layers):
+        layers = None
+    if layers is None:
+        yield False
+        return
+    steps = [(layer if _is_preprocessing(layer) else layer.call, getattr(layer, "_call_has_training_arg", False))
+             for layer in layers]
+
+    def call(inputs, training=None, mask=None):
+        x = inputs
+        for fn, takes_training in steps:
+            x = fn(x, training=training) if takes_training else fn(x)
+        return x
+
+    object.__setattr__(model, "call", call)
+    try:
+        yield True
+    finally:
+        object.__delattr__(model, "call")
+
+
+@contextlib.contextmanager
+def training_fast_path(model, enabled: bool = True):
+    """:func:`fused_batch_norm` and :func:`direct_forward` together; yields ``(switched BN layers,
+    direct forward on)``."""
+    with fused_batch_norm(model, enabled) as layers, direct_forward(model, enabled) as direct:
+        yield layers, direct

@@ -213,14 +213,14 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
         KeyboardInterrupt: Ctrl-C, after the last completed epoch is saved.
     """
     from kcnn.callbacks import make_callbacks
-    from kcnn.fused import fused_batch_norm
+    from kcnn.fused import training_fast_path
 
     best = max((row[monitor] for row in run.read_history() if monitor in row), default=None)
     callbacks = make_callbacks(run, monitor, best, datasets=ds, seed=config.seed, ema=bool(config.ema),
                                extra=list(extra_callbacks))
     start = time.time()
     try:
-        with fused_batch_norm(net):  # torch's one-kernel batch norm in training; the saved file stays stock
+        with training_fast_path(net):  # fused batch norm, direct forward (torch); the saved file stays stock
             net.fit(ds.train, validation_data=ds.val, epochs=config.epochs, verbose=verbose, shuffle=False,
                     callbacks=callbacks.all)
     except KeyboardInterrupt:

@@ -27,7 +27,7 @@ import click
 import numpy as np
 
 import kcnn  # noqa: F401  (sets KERAS_BACKEND=torch unless chosen)
-from kcnn.fused import fused_batch_norm
+from kcnn.fused import direct_forward, fused_batch_norm
 from kcnn.runs import RunFolder
 
 LR = 2e-3  # Adam learning rate (constant in both paths)
@@ -153,9 +153,10 @@ class TorchLoop:
 
 class KcnnLoop:
     """kcnn's path: TFDS pipeline with default augmentation, model.fit with kcnn's callbacks and, as
-    ``kcnn train`` does, torch's fused batch norm (``fused=False``: Keras' stock BatchNormalization)."""
+    ``kcnn train`` does, torch's fused batch norm and the direct forward (``fused=False``: Keras' stock
+    BatchNormalization; ``direct=False``: Keras' ``Layer.__call__`` for every layer)."""
 
-    def __init__(self, dataset, name, data_dir, seed=0, fused=True):
+    def __init__(self, dataset, name, data_dir, seed=0, fused=True, direct=True):
         import keras
 
         from kcnn import data, models, training
@@ -173,7 +174,7 @@ class KcnnLoop:
         self.model = models.create_model(name, info.image_shape, info.num_classes)
         self.model.compile(optimizer=training.make_optimizer("adam", LR), loss="sparse_categorical_crossentropy",
                            metrics=["accuracy"])
-        self.make_callbacks, self.epoch, self.fused = make_callbacks, 0, fused
+        self.make_callbacks, self.epoch, self.fused, self.direct = make_callbacks, 0, fused, direct
         self.tmp = Path(tempfile.mkdtemp(prefix="kcnn-bench-"))
 
     def run(self, steps: int) -> float:
@@ -181,7 +182,7 @@ class KcnnLoop:
         run_dir.mkdir()
         callbacks = self.make_callbacks(RunFolder(run_dir), "accuracy", None).all
         start = time.perf_counter()
-        with fused_batch_norm(self.model, enabled=self.fused):
+        with fused_batch_norm(self.model, enabled=self.fused), direct_forward(self.model, enabled=self.direct):
             self.model.fit(self.train_iter, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=steps,
                            callbacks=callbacks, verbose=0, shuffle=False)
         self.epoch += 1
@@ -203,11 +204,11 @@ class KcnnLoop:
 @click.option("--rounds", default=3, show_default=True, help="Alternating rounds (kcnn, reference) per case.")
 @click.option("--data-dir", default=None, help="TFDS data_dir [default: $TFDS_DATA_DIR].")
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Also time the input pipeline alone.")
-@click.option("--stock-bn/--no-stock-bn", default=True, show_default=True,
-              help="Also time kcnn with Keras' stock BatchNormalization (the fused-BN lever on its own).")
+@click.option("--levers/--no-levers", default=True, show_default=True,
+              help="Also time kcnn without the direct forward, and with stock Keras (each lever on its own).")
 @click.option("--tf-threads", default=0, show_default=True,
               help="TensorFlow's intra- and inter-op threads for the input pipeline (0: TensorFlow's choice).")
-def main(cases, steps, rounds, data_dir, pipeline, stock_bn, tf_threads):
+def main(cases, steps, rounds, data_dir, pipeline, levers, tf_threads):
     import keras
     import torch
 
@@ -230,8 +231,10 @@ def main(cases, steps, rounds, data_dir, pipeline, stock_bn, tf_threads):
         kc = KcnnLoop(dataset, name, data_dir)
         images, labels = load_split_arrays(dataset, f"train[:{kc.ds.num_train}]", data_dir)
         ref = TorchLoop(name, images, labels, kc.policy, kc.batch)
-        stock = KcnnLoop(dataset, name, data_dir, fused=False) if stock_bn else None
-        loops = [("kcnn", kc), ("torch", ref)] + ([("kcnn, stock BN", stock)] if stock else [])
+        loops = [("kcnn", kc), ("torch", ref)]
+        if levers:  # each lever on its own: without the direct forward, and stock Keras
+            loops += [("kcnn, fused BN only", KcnnLoop(dataset, name, data_dir, direct=False)),
+                      ("kcnn, stock Keras", KcnnLoop(dataset, name, data_dir, fused=False, direct=False))]
         for _, loop in loops:
             loop.run(max(10, steps // 5))  # warm-up (also fills the tf.data cache)
         rates = {label: [] for label, _ in loops}
@@ -241,17 +244,18 @@ def main(cases, steps, rounds, data_dir, pipeline, stock_bn, tf_threads):
         k, r = float(np.median(rates["kcnn"])), float(np.median(rates["torch"]))
         pairs = [round(a / b, 2) for a, b in zip(rates["kcnn"], rates["torch"])]
         p = kc.pipeline_rate(steps * 2) if pipeline else float("nan")
-        s_rate = float(np.median(rates["kcnn, stock BN"])) if stock else float("nan")
-        rows.append((case, k, r, k / r, pairs, s_rate / r, p, p / k))
+        bn_only, stock = (float(np.median(rates[label])) / r if label in rates else float("nan")
+                          for label in ("kcnn, fused BN only", "kcnn, stock Keras"))
+        rows.append((case, k, r, k / r, pairs, bn_only, stock, p, p / k))
         print(f"{case} (batch {kc.batch}, {kc.policy}): " + ", ".join(f"{label} {np.median(v):.0f} img/s {[round(x) for x in v]}"
                                       for label, v in rates.items()) + f", pipeline {p:.0f} img/s", flush=True)
     peak = peak_rss_gib()
-    print("\n| case | kcnn img/s | plain torch img/s | kcnn/torch (pairwise) | stock BN/torch | pipeline img/s "
-          "| pipeline/kcnn |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for case, k, r, ratio, pairs, stock_ratio, p, pr in rows:
-        print(f"| {case} | {k:.0f} | {r:.0f} | {ratio:.2f} ({min(pairs)}-{max(pairs)}) | {stock_ratio:.2f} | {p:.0f} "
-              f"| {pr:.1f}x |")
+    print("\n| case | kcnn img/s | plain torch img/s | kcnn/torch (pairwise) | fused BN only/torch "
+          "| stock Keras/torch | pipeline img/s | pipeline/kcnn |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for case, k, r, ratio, pairs, bn_only, stock, p, pr in rows:
+        print(f"| {case} | {k:.0f} | {r:.0f} | {ratio:.2f} ({min(pairs)}-{max(pairs)}) | {bn_only:.2f} | {stock:.2f} "
+              f"| {p:.0f} | {pr:.1f}x |")
     print(f"peak RSS of this process: {peak:.2f} GiB")
 
 

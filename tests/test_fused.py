@@ -1,5 +1,5 @@
-"""The fused batch norm kcnn trains with on torch matches stock Keras BatchNormalization, and the
-saved model holds only stock layers."""
+"""kcnn's training fast path on torch (fused batch norm, direct forward) matches stock Keras, and
+the saved model holds only stock layers."""
 
 import json
 import zipfile
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kcnn.fused import fused_batch_norm
+from kcnn.fused import direct_forward, fused_batch_norm, training_fast_path
 from kcnn.models import create_model, list_models
 
 SHAPES = {"cnn3": (32, 32, 3), "cnn2": (32, 32, 3), "net24k": (28, 28, 1), "cnn2_simple": (28, 28, 1)}
@@ -53,7 +53,7 @@ def _fit_three_steps(fused, path=None):
     model = create_model("cnn3", (32, 32, 3), 10)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     x, y = _images((32, 32, 3), count=48, seed=1)
-    with fused_batch_norm(model, enabled=fused):
+    with training_fast_path(model, enabled=fused):
         model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
         if path is not None:
             model.save(path)
@@ -88,3 +88,33 @@ def test_the_switch_is_undone_after_the_block_and_skips_inference():
         model.predict(_images((32, 32, 3), 4)[0], verbose=0)  # inference: stock path, statistics untouched
         assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, model.non_trainable_variables))
     assert switched and all("call" not in vars(layer) for layer in switched)
+
+
+def _train_step(name, shape, direct):
+    keras.utils.set_random_seed(0)
+    model = create_model(name, shape, 10)
+    x, y = _images(shape)
+    with fused_batch_norm(model), direct_forward(model, enabled=direct) as used:
+        probs = model(torch.as_tensor(x), training=True)
+        torch.nn.functional.nll_loss(torch.log(probs), torch.as_tensor(y)).backward()
+    return used, probs.detach().numpy(), [v.value.grad.numpy().copy() for v in model.trainable_variables]
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_the_direct_forward_runs_the_same_ops(name):
+    used, probs, grads = _train_step(name, SHAPES[name], direct=True)
+    _, stock_probs, stock_grads = _train_step(name, SHAPES[name], direct=False)
+    assert used
+    np.testing.assert_array_equal(probs, stock_probs)  # the same ops in the same order: equal to the bit
+    for grad, stock in zip(grads, stock_grads, strict=True):
+        np.testing.assert_array_equal(grad, stock)
+
+
+def test_the_direct_forward_leaves_branching_models_and_the_model_afterwards_alone():
+    branching = create_model("cnn3", (28, 28, 1), 10)  # gray to RGB: a Concatenate of three inputs
+    with direct_forward(branching) as used:
+        assert not used and "call" not in vars(branching)
+    chain = create_model("net24k", (28, 28, 1), 10)
+    with direct_forward(chain) as used:
+        assert used and "call" in vars(chain)
+    assert "call" not in vars(chain)
