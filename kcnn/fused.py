@@ -5,9 +5,7 @@ by torch's fused kernel (:func:`fused_batch_norm`), and a forward pass that call
 ``call`` directly instead of through Keras' ``Layer.__call__`` (:func:`direct_forward`).
 :func:`training_fast_path` applies both, as ``kcnn train`` does.
 
-Batch normalization.
-
-Keras 3 writes ``BatchNormalization`` on torch as about twenty separate ops (moments, the
+Batch normalization: Keras 3 writes ``BatchNormalization`` on torch as about twenty separate ops (moments, the
 normalization, the moving-statistics updates), each with its own backward pass. Torch has the same
 math as one kernel, ``torch.native_batch_norm`` (what ``torch.nn.functional.batch_norm`` calls).
 Keras used the fused call once (keras PR 18793) and dropped it (PR 19102) because the moving
@@ -21,9 +19,9 @@ from the kernel's saved inverse standard deviation, ``1 / invstd**2 - epsilon``.
 runs the stock ``call``: inference, a frozen layer, a mask, renorm, synchronized BN, channels
 other than axis 1, and non-float32 inputs (mixed precision).
 
-Nothing is changed on the layer's class or config, so the ``.keras`` file saved inside the block
-holds stock ``BatchNormalization`` layers. ``tests/test_fused.py`` checks outputs, gradients and
-moving statistics against the stock layers for every registered model.
+Nothing is changed on a layer's or the model's class or config, so the ``.keras`` file saved
+inside the block holds stock layers. ``tests/test_fused.py`` checks outputs, gradients and moving
+statistics against stock Keras for every registered model; ``docs/performance.md`` measures both.
 """
 
 from __future__ import annotations
