@@ -134,13 +134,6 @@ def _tfds():
     return tfds
 
 
-def data_dir_root(data_dir: str | None) -> str:
-    """The TFDS data_dir kcnn reads: ``data_dir``, else ``TFDS_DATA_DIR``, else TFDS' default."""
-    if data_dir:
-        return str(data_dir)
-    return os.environ.get("TFDS_DATA_DIR") or str(_tfds().core.constants.DATA_DIR)
-
-
 def _builder(name: str, data_dir: str | None, download: bool = False):
     """The TFDS builder of ``name``, prepared (downloaded first when ``download``) and checked.
 
@@ -164,7 +157,7 @@ def _builder(name: str, data_dir: str | None, download: bool = False):
             f"(needs 'image' and 'label' features; has {sorted(features.keys())})"
         )
     if not builder.is_prepared():
-        root = data_dir_root(data_dir)
+        root = data_dir or os.environ.get("TFDS_DATA_DIR") or str(builder.data_dir_root)
         if not download:
             raise DataNotFoundError(
                 f"Dataset {name!r} is not prepared in the TFDS data_dir {root} and --no-download was given: "

@@ -234,15 +234,13 @@ def format_summary(result: dict) -> str:
         head += f" | test-time augmentation {result['tta']}"
     if "top5_accuracy" in result:
         head += f" | top-5 accuracy {result['top5_accuracy']:.4f}"
+    lines = [head + f" | {result['examples']} examples"]
     classes = list(result["per_class"].items())
-    title = "class"
     if len(classes) > SUMMARY_CLASSES:  # the worst classes only, by F1
         classes = sorted(classes, key=lambda item: item[1]["f1"])[:SUMMARY_CLASSES // 2]
-        title = f"the {len(classes)} classes of lowest F1 (all in evaluation.json)"
+        lines.append(f"the {len(classes)} classes of lowest F1 (all in evaluation.json)")
     width = max(len("class"), *(len(n) for n, _ in classes)) + 2
-    lines = [head + f" | {result['examples']} examples", title if title != "class" else "",
-             f"{'class':<{width}}precision  recall      f1  support"]
-    lines = [line for line in lines if line]
+    lines.append(f"{'class':<{width}}precision  recall      f1  support")
     for name, m in classes:
         lines.append(f"{name:<{width}}{m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['support']:8d}")
     pairs = result.get("most_confused", [])[:5]

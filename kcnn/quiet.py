@@ -7,7 +7,7 @@ the variable cannot hide them: :func:`import_tensorflow` points file descriptor 
 at a temporary file for the import and replays it only when the import fails.
 TFDS logs "Variant folder ... has no dataset_info.json" through Python's ``absl``
 logger each time it looks for a dataset that is not prepared; kcnn says that
-itself, so :class:`_DropTFDSNotices` drops those records and nothing else.
+itself, so a filter on that logger drops those records and nothing else.
 Without a network, urllib3 logs one "Retrying (Retry(total=N...))" warning per
 URL and attempt while TFDS' downloader retries (about 40 lines for MNIST);
 :func:`no_retry_warnings` drops them during a download, whose failure kcnn
@@ -26,20 +26,21 @@ import tempfile
 TFDS_NOTICES = ("Variant folder",)
 
 
-class _DropTFDSNotices(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(TFDS_NOTICES)
+class _DropStartingWith(logging.Filter):
+    """Drops the log records whose message (format string) starts with one of ``prefixes``."""
 
+    def __init__(self, *prefixes: str):
+        super().__init__()
+        self.prefixes = prefixes
 
-class _DropRetries(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Retrying")
+        return not str(record.msg).startswith(self.prefixes)
 
 
 @contextlib.contextmanager
 def no_retry_warnings():
     """Inside the block, urllib3's per-attempt "Retrying ..." warnings are dropped."""
-    logger, drop = logging.getLogger("urllib3.connectionpool"), _DropRetries()
+    logger, drop = logging.getLogger("urllib3.connectionpool"), _DropStartingWith("Retrying")
     logger.addFilter(drop)
     try:
         yield
@@ -80,4 +81,4 @@ def import_tensorflow():
     return sys.modules["tensorflow"]
 
 
-_DROP = _DropTFDSNotices()
+_DROP = _DropStartingWith(*TFDS_NOTICES)
