@@ -10,6 +10,8 @@ import os
 
 __version__ = "0.1.0"
 
+#: The backend the user's environment chose before kcnn set its default (None: none chose).
+ENV_BACKEND = os.environ.get("KERAS_BACKEND")
 # Must happen before anything imports keras (keras reads it once, at import).
 os.environ.setdefault("KERAS_BACKEND", "torch")
 # Hide TensorFlow C++ INFO/WARNING chatter (tf.data only serves input here).

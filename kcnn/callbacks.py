@@ -167,7 +167,7 @@ class FitCallbacks:
 
 
 def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, datasets=None, seed: int = 0,
-                   ema: bool = False, extra=()) -> FitCallbacks:
+                   ema: bool = False, tensorboard: bool = False, extra=()) -> FitCallbacks:
     """kcnn's callbacks for ``fit`` into ``run``, with ``extra`` (the caller's) run before them.
 
     Order matters: the logs are filled (lr, epoch time) before ``CSVLogger`` writes them, and the
@@ -182,6 +182,8 @@ def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, d
         best_so_far: the best ``monitor`` of the epochs already done (a resumed run), or None.
         datasets, seed: for :class:`EpochSeeding`.
         ema: the optimizer keeps a moving average of the weights.
+        tensorboard: Keras' ``TensorBoard`` writes each epoch's logs (loss, accuracy, their validation
+            twins, learning rate) as scalars into ``run.tensorboard`` (``train/`` and ``validation/``).
         extra: callbacks of the caller.
     """
     divergence, interrupt = Divergence(), DeferredInterrupt()
@@ -195,8 +197,11 @@ def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, d
     # double_checkpoint: Keras keeps the previous backup and falls back to it when the latest
     # cannot be read (a crash or full disk while saving).
     backup = BackupUnlessDiverged(run.backup, divergence, double_checkpoint=True, delete_checkpoint=False)
+    # scalars per epoch only: no graph (Keras draws it from TensorFlow functions) and no profiler
+    board = [keras.callbacks.TensorBoard(str(run.tensorboard), write_graph=False, profile_batch=0)
+             for _ in range(tensorboard)]
     ordered = [EpochSeeding(datasets, seed), *extra, divergence, LearningRateLogger(),
-               *([EpochTimer()] if logs_epoch_seconds(run.history) else []),
+               *([EpochTimer()] if logs_epoch_seconds(run.history) else []), *board,
                keras.callbacks.CSVLogger(str(run.history), append=True),
                *swap_in, checkpoint, *swap_out, backup, interrupt]
     return FitCallbacks(all=ordered, divergence=divergence, interrupt=interrupt)

@@ -13,6 +13,7 @@ import click
 
 import kcnn
 from kcnn.config import RECIPES, describe_recipes, settings_fields  # stdlib-only at import time
+from kcnn.device import BACKENDS
 
 
 def _run(fn, verbose: bool):
@@ -22,13 +23,14 @@ def _run(fn, verbose: bool):
     if os.environ.get("KERAS_BACKEND") == "tensorflow":  # `import keras` imports it: quietly, first
         import_tensorflow()  # (kcnn.data imports it quietly itself; predict runs without it)
     from kcnn.data import DataCorruptError, DataNotFoundError  # light: kcnn.data imports TensorFlow lazily
+    from kcnn.export import ExportParityError
     from kcnn.training import TrainingDiverged
 
     try:
         return fn()
     except KeyboardInterrupt:
         sys.exit(130)
-    except (DataNotFoundError, DataCorruptError, TrainingDiverged) as e:
+    except (DataNotFoundError, DataCorruptError, TrainingDiverged, ExportParityError) as e:
         if verbose:
             raise
         click.echo(f"Error: {e}", err=True)
@@ -79,9 +81,27 @@ def _setting_option(field):
         kwargs["type"] = click.IntRange(**bounds) if field.type == "int" else click.FloatRange(**bounds)
     elif field.type in ("int", "float"):
         kwargs["type"] = int if field.type == "int" else float
+    elif field.name == "devices":
+        kwargs["metavar"] = "N|all"
     elif field.name == "data_dir":
         kwargs["type"] = click.Path(file_okay=False)
     return click.option(name, **kwargs)
+
+
+def _backend_option(f):
+    """``--backend``: the Keras backend, set (:func:`kcnn.device.select_backend`) when the option is
+    parsed, before the command imports Keras."""
+
+    def choose(ctx, param, value):
+        from kcnn.device import select_backend
+
+        try:
+            select_backend(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
+
+    return click.option("--backend", type=click.Choice(BACKENDS), default=None, expose_value=False,
+                        callback=choose, help="Keras backend [default: $KERAS_BACKEND, else torch].")(f)
 
 
 def _setting_options(f):
@@ -101,6 +121,7 @@ def _setting_options(f):
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: runs/DATASET-MODEL-N, or the unfinished run of the same settings].")
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
+@_backend_option
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def train(dataset, config_file, output, overwrite, verbose, **settings):
     """Train a model on DATASET: a TFDS name (mnist, cifar10, cifar100, ...; downloaded on first
@@ -192,6 +213,7 @@ Exit status 1 if any input failed (each failure: one line on stderr).
               show_default=True, help="Output format on stdout.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Images read and predicted at a time.")
+@_backend_option
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def predict(paths, model_files, top_k, fmt, batch_size, verbose):
     failures = []
@@ -252,23 +274,36 @@ def format_predictions(results: list, fmt: str, top_k: int = 1) -> str:
 
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
-@click.argument("dest", type=click.Path(dir_okay=False))
-def export(run_dir, dest):
-    """Export a finished run as DEST.keras (no optimizer state) plus DEST.json, its model card."""
+@click.argument("dest", type=click.Path(dir_okay=False), required=False)
+@click.option("--format", "fmt", type=click.Choice(["keras", "onnx"]), default="keras", show_default=True,
+              help="keras: an optimizer-free .keras file; onnx: an ONNX graph for ONNX Runtime, checked "
+                   "against the .keras model on the run's test images.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="TFDS data_dir of the ONNX check's test images [default: the run's].")
+@_backend_option
+@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def export(run_dir, dest, fmt, data_dir, verbose):
+    """Export a finished run as DEST (.keras or .onnx) plus DEST.json, its model card
+    [default DEST: RUN_DIR/export/DATASET_MODEL.FORMAT]."""
 
     def body():
-        from kcnn.export import export_run
+        from kcnn.export import default_destination, export_onnx, export_run
 
         try:
-            for path in export_run(run_dir, dest):
-                click.echo(f"wrote {path}")
+            target = dest or default_destination(run_dir, fmt)
+            paths = (export_onnx(run_dir, target, data_dir, log=click.echo) if fmt == "onnx"
+                     else export_run(run_dir, target))
         except FileNotFoundError as e:
             raise ValueError(str(e)) from None
+        for path in paths:
+            click.echo(f"wrote {path}")
 
-    _run(body, False)
+    _run(body, verbose)
 
 
 def _format_option(f):
+    """``--format`` of a figure, and ``--backend`` (every command that draws one loads a model)."""
+    f = _backend_option(f)
     return click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png",
                         show_default=True, help="Figure format.")(f)
 
@@ -446,6 +481,7 @@ def viz_history(run_dir, output, fmt):
 
 
 @main.command()
+@_backend_option
 def env():
     """Print backend, device and library versions (paste into bug reports)."""
     from kcnn.device import resolve_device, runtime_versions

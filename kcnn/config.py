@@ -79,15 +79,21 @@ class TrainConfig:
     mixed_precision: str | None = _setting(None, "Half-precision compute, for CUDA", choices=MIXED_PRECISION,
                                            recipe=False, shown="float32")
     device: str = _setting("auto", "auto (CUDA if there is one), cpu, cuda or cuda:N", recipe=False)
+    devices: int | str = _setting(1, "Split each batch over N devices or all (jax, tensorflow)", recipe=False)
     data_dir: str | None = _setting(None, "TFDS data_dir", recipe=False,
                                     shown="$TFDS_DATA_DIR, else ~/tensorflow_datasets")
     download: bool = _setting(True, "Download a TFDS dataset the data_dir lacks", recipe=False)
+    tensorboard: bool = _setting(False, "TensorBoard logs in RUN/tensorboard", recipe=False)
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
         if not DEVICE_PATTERN.match(self.device):
             raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N. Received: device={self.device!r}")
+        devices = int(self.devices) if isinstance(self.devices, str) and self.devices.isdigit() else self.devices
+        if devices != "all" and (not isinstance(devices, int) or isinstance(devices, bool) or devices < 1):
+            raise ValueError(f"devices must be a whole number >= 1 or 'all'. Received: devices={self.devices!r}")
+        object.__setattr__(self, "devices", devices)  # "2" from the command line is 2
         if self.image_size is not None:
             size = self.image_size
             if (isinstance(size, str) or len(size) != 2
@@ -102,7 +108,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict:
-        """The settings that decide what the run computes (all but device, data_dir, download and recipe)."""
+        """The settings that decide what the run computes (all but those of :data:`NOT_IDENTITY`)."""
         return {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
 
     def differences(self, other: TrainConfig) -> str:
@@ -178,8 +184,9 @@ class TrainConfig:
             raise ValueError(f"{path}: not a kcnn run config ({e})") from None
 
 
-#: Settings that do not change what a run computes; a run may resume with others.
-NOT_IDENTITY = ("device", "data_dir", "download", "recipe")
+#: Settings that do not change what a run computes; a run may resume with others. (``devices``
+#: splits each batch, which changes sums' rounding only: tests/test_backends.py bounds it.)
+NOT_IDENTITY = ("device", "devices", "data_dir", "download", "recipe", "tensorboard")
 #: Settings of where the data comes from that ``TrainConfig.command()`` repeats when they differ
 #: from the field defaults (recipes do not set them).
 DATA_SETTINGS = ("image_size", "channels", "test_split")

@@ -82,9 +82,121 @@ def runtime_versions() -> dict:
         "keras": keras.__version__,
         "backend": keras.backend.backend(),
     }
-    for module in ("torch", "tensorflow", "tensorflow_datasets", "numpy"):
+    jax = ("jax",) if versions["backend"] == "jax" else ()
+    for module in ("torch", "tensorflow", "tensorflow_datasets", "numpy", *jax):
         try:
             versions[module] = __import__(module).__version__
         except ImportError:  # pragma: no cover - optional at predict time
             versions[module] = None
     return versions
+
+
+#: The Keras backends kcnn trains and predicts under (``--backend``).
+BACKENDS = ("torch", "jax", "tensorflow")
+
+
+def select_backend(name: str | None) -> str:
+    """Make ``name`` the Keras backend of this process; call before anything imports Keras.
+
+    Sets ``KERAS_BACKEND``. With ``name`` None, the environment's ``KERAS_BACKEND`` stays, else
+    kcnn's default, torch.
+
+    Returns:
+        The backend Keras will use.
+
+    Raises:
+        ValueError: ``name`` is not one of :data:`BACKENDS`; it conflicts with a ``KERAS_BACKEND``
+            the user set; Keras is already imported under another backend; or the backend's
+            library (jax, tensorflow) is not installed.
+    """
+    import importlib.util
+    import os
+    import sys
+
+    import kcnn
+
+    if name is None:
+        return os.environ["KERAS_BACKEND"]
+    if name not in BACKENDS:
+        raise ValueError(f"Unknown backend; valid: {', '.join(BACKENDS)}. Received: backend={name!r}")
+    if kcnn.ENV_BACKEND not in (None, name):
+        raise ValueError(f"--backend {name} conflicts with KERAS_BACKEND={kcnn.ENV_BACKEND} in the environment; "
+                         "drop one of them")
+    if "keras" in sys.modules and sys.modules["keras"].backend.backend() != name:
+        raise ValueError(f"Keras is already imported with the {sys.modules['keras'].backend.backend()} backend "
+                         f"in this process; the {name} backend needs a new one. Received: backend={name!r}")
+    if importlib.util.find_spec(name) is None:
+        raise ValueError(f"the {name} backend needs the {name} package: pip install {name}")
+    os.environ["KERAS_BACKEND"] = name
+    return name
+
+
+def distribution_support(backend: str) -> str | None:
+    """How kcnn spreads a batch over devices under ``backend``: ``"keras"`` (Keras'
+    ``keras.distribution.DataParallel``), ``"mirrored"`` (``tf.distribute.MirroredStrategy``) or
+    None. Keras has ``keras.distribution`` for jax; for torch from the release after 3.15, found
+    here by the feature (the torch backend's ``distribution_lib``), not the version."""
+    if backend == "tensorflow":
+        return "mirrored"
+    if backend == "jax":
+        return "keras"
+    from keras.src import backend as keras_backend
+
+    return "keras" if getattr(keras_backend, "distribution_lib", None) is not None else None
+
+
+def list_devices(backend: str) -> list[str]:
+    """The devices data parallelism spreads over: the backend's accelerators, else its CPU devices
+    (one, unless split for tests: ``XLA_FLAGS=--xla_force_host_platform_device_count=N`` for jax,
+    ``tf.config.set_logical_device_configuration`` for tensorflow)."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return [d.name for d in tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")]
+    import keras
+
+    return list(keras.distribution.list_devices())
+
+
+def resolve_devices(devices: int | str, device: str = "auto") -> list[str]:
+    """The devices a run trains on: ``[]`` for one (no distribution), else the first ``devices``
+    of :func:`list_devices` (``"all"``: every one).
+
+    Raises:
+        ValueError: the backend has no data parallelism in the installed Keras (the message names the
+            backends that do), fewer devices exist than asked for, or ``device`` is not ``"auto"``.
+    """
+    import keras
+
+    backend = keras.backend.backend()
+    if devices == 1:
+        return []
+    if device != "auto":
+        raise ValueError(f"devices spreads over the backend's own devices; leave device at auto. "
+                         f"Received: devices={devices!r}, device={device!r}")
+    if distribution_support(backend) is None:
+        raise ValueError(f"devices={devices} needs keras.distribution, which Keras {keras.__version__} has for "
+                         f"the jax backend (and tensorflow's MirroredStrategy) but not for {backend}; "
+                         "train with --backend jax or --backend tensorflow")
+    found = list_devices(backend)
+    count = len(found) if devices == "all" else devices
+    if count > len(found):
+        raise ValueError(f"devices={devices} but the {backend} backend sees {len(found)}: {', '.join(found)}")
+    return found[:count] if count > 1 else []
+
+
+def distribution_scope(devices: list[str]):
+    """A context manager inside which a model is built and fitted data-parallel over ``devices``
+    (:func:`resolve_devices`): each global batch split evenly, the gradients averaged. A
+    ``contextlib.nullcontext`` for ``[]``."""
+    import contextlib
+
+    import keras
+
+    if not devices:
+        return contextlib.nullcontext()
+    if distribution_support(keras.backend.backend()) == "mirrored":
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy(devices).scope()
+    return keras.distribution.DataParallel(devices=devices).scope()

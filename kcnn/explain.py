@@ -5,7 +5,7 @@ Networks via Gradient-based Localization"): the last conv layer's feature maps
 ``A_k`` weighted by the spatial mean of d(class score)/dA_k, summed, ReLU'd,
 upsampled to the input size and scaled to [0, 1]. The class score is the logit
 (the final Dense layer before its softmax). Gradients need the backend's own
-autograd; torch and tensorflow are supported.
+autograd; torch, tensorflow and jax are supported.
 """
 
 from __future__ import annotations
@@ -45,6 +45,21 @@ def find_conv_layer(model, which=None):
     raise ValueError(f"no conv layer named {text!r}; conv layers: {', '.join(names)}")
 
 
+def block_output(model, conv):
+    """The last of the layers that directly follow ``conv`` in a chain and keep its feature maps'
+    layout, BatchNormalization and activations (ReLU, Activation); ``conv`` itself when none does."""
+    import keras
+
+    layers, last = list(model.layers), conv
+    for layer in layers[layers.index(conv) + 1:]:
+        follows = getattr(layer, "input", None) is last.output
+        if not (follows and isinstance(layer, (keras.layers.BatchNormalization, keras.layers.ReLU,
+                                               keras.layers.Activation))):
+            break
+        last = layer
+    return last
+
+
 def feature_maps(model, layer, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Run one image ``(H, W, C)`` uint8 up to ``layer``.
 
@@ -73,17 +88,21 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None
         model: a kcnn-style classifier (conv layers, final Dense + softmax).
         image: ``(H, W, C)`` uint8, the model's input spec.
         class_index: class to explain; None = the predicted class.
-        layer: conv layer (default: the last one).
+        layer: conv layer (default: the last one). Its block's output is explained: the conv's
+            output after the BatchNormalization and activation layers that directly follow it,
+            as in Keras' Grad-CAM example (the conv output before batch norm can weigh out
+            negative everywhere, an empty heatmap).
 
     Returns:
         ``(heatmap, class_index)``: heatmap ``(H, W)`` float32 in [0, 1].
 
     Raises:
-        NotImplementedError: backend other than torch or tensorflow.
+        NotImplementedError: backend other than torch, tensorflow or jax.
     """
     import keras
 
-    layer = layer or conv_layers(model)[-1]
+    conv = layer or conv_layers(model)[-1]
+    layer = block_output(model, conv)
     head = model.layers[-1]
     probe = keras.Model(model.input, [layer.output, head.input])
     x = image[None]
@@ -116,9 +135,19 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None
             score = logits[0, class_index]
         grads = tape.gradient(score, maps).numpy()[0]
         maps = maps.numpy()[0]
+    elif backend == "jax":
+        import jax
+
+        maps, _ = probe(x, training=False)
+        rest = keras.Model(layer.output, head.input)  # the network from the block's output on
+        logits = logits_of(rest(maps, training=False))
+        if class_index is None:
+            class_index = int(np.argmax(logits[0]))
+        grads = np.asarray(jax.grad(lambda m: logits_of(rest(m, training=False))[0, class_index])(maps))[0]
+        maps = np.asarray(maps)[0]
     else:
-        raise NotImplementedError(f"Grad-CAM needs the torch or tensorflow backend; this is {backend}")
-    maps, grads = _channels_last(maps, layer), _channels_last(grads, layer)
+        raise NotImplementedError(f"Grad-CAM needs the torch, tensorflow or jax backend; this is {backend}")
+    maps, grads = _channels_last(maps, conv), _channels_last(grads, conv)
     weights = grads.mean(axis=(0, 1))
     cam = np.maximum((maps * weights).sum(axis=-1), 0)
     from PIL import Image

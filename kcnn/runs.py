@@ -87,7 +87,7 @@ class RunFolder:
 
     Attributes:
         path: the folder.
-        model, history, config, metrics, curves, evaluation, backup: paths inside it.
+        model, history, config, metrics, curves, evaluation, backup, tensorboard: paths inside it.
     """
 
     def __init__(self, path: str | Path):
@@ -99,6 +99,7 @@ class RunFolder:
         self.curves = self.path / "curves.png"
         self.evaluation = self.path / "evaluation"
         self.backup = self.path / "backup"
+        self.tensorboard = self.path / "tensorboard"
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -118,6 +119,20 @@ class RunFolder:
         if saved is None or saved.identity() != config.identity():
             return "other"
         return "finished" if self.metrics.exists() else "unfinished"
+
+    def check_backend(self) -> None:
+        """Raise :class:`RunFolderError` when the run was started under another Keras backend than
+        this process's: its backup (optimizer state, random streams) is that backend's."""
+        import keras
+
+        try:
+            started = json.loads(self.config.read_text())["versions"]["backend"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # no record: a run of a kcnn that trained on torch only
+        if started != keras.backend.backend():
+            raise RunFolderError(f"{self.path} was started under the {started} backend and resumes only under it "
+                                 f"(its backup is that backend's); add --backend {started}, or --overwrite "
+                                 f"to start again under {keras.backend.backend()}")
 
     def epochs_done(self) -> int:
         """Epochs the backup holds (0 without one)."""
@@ -159,13 +174,14 @@ class RunFolder:
 
         Raises:
             RunFolderError: ``output`` holds a finished run or a run of other settings, and
-                ``overwrite`` is False.
+                ``overwrite`` is False; the run to resume was started under another Keras backend.
         """
         if output is None:
             # a folder dataset is named by its last part: runs/photos-cnn3-1, not /data/photos-cnn3-1
             root, stem = Path(RUNS_DIR), f"{Path(config.dataset).name}-{config.model}"
             for path in sorted(root.glob(f"{stem}-*"), key=lambda p: p.stat().st_mtime, reverse=True):
                 if cls(path).state(config) == "unfinished":
+                    cls(path).check_backend()
                     return cls(path), True
             pattern = re.compile(rf"^{re.escape(stem)}-(\d+)$")
             numbers = [int(m.group(1)) for p in root.glob(f"{stem}-*") if (m := pattern.match(p.name))]
@@ -183,4 +199,6 @@ class RunFolder:
             why = saved.differences(config) if saved else f"{folder.config} unreadable"
             raise RunFolderError(f"{folder.path} holds a run with other settings ({why}); "
                                  "choose another --output or pass --overwrite")
+        if state == "unfinished":
+            folder.check_backend()
         return folder, state == "unfinished"

@@ -81,13 +81,14 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
     import keras
 
     from kcnn import data
-    from kcnn.device import resolve_device, runtime_versions
+    from kcnn.device import distribution_scope, resolve_device, resolve_devices, runtime_versions
 
     config, info = resolve_config(dataset, config, overrides)
-    device = resolve_device(config.device)  # fails before any folder is made
+    device = resolve_device(config.device)  # these fail before any folder is made
+    devices = resolve_devices(config.devices, config.device)
     run, resume = RunFolder.resolve(config, output, overwrite)
     versions = runtime_versions()
-    log(_header(device, versions))
+    log(_header(device, versions, devices))
     log(f"dataset {info.describe()}")
     keras.utils.set_random_seed(config.seed)
     ds = data.load_datasets(config.dataset, data_dir=config.data_dir, batch_size=config.batch_size,
@@ -96,14 +97,17 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
     if ds.skipped:
         log(_describe_skipped(ds.skipped))
     epochs_done = run.start(resume)
-    run.write_json("config.json", _config_record(config, info, ds, device, versions))
+    run.write_json("config.json", _config_record(config, info, ds, device, versions, devices))
     monitor = "val_accuracy" if ds.val is not None else "accuracy"  # the logged metric that picks the checkpoint
     log(f"run folder: {run.path}" + (f" (resuming after epoch {epochs_done})" if resume else ""))
     # Keras' torch backend takes "cuda:N"; tensorflow and jax call the same device "gpu:N".
     keras_device = device if keras.backend.backend() == "torch" else device.replace("cuda", "gpu")
-    with keras.device(keras_device), _dtype_policy(config.mixed_precision):
-        net = build_model(config, info, ds, fresh=epochs_done == 0, log=log)
-        fit_seconds = _fit(net, ds, run, config, monitor, callbacks, verbose, log)
+    # with several devices the distribution places the weights and batches; the test runs on one
+    placement = keras.device(keras_device) if not devices else contextlib.nullcontext()
+    with placement, _dtype_policy(config.mixed_precision):
+        with distribution_scope(devices):
+            net = build_model(config, info, ds, fresh=epochs_done == 0, log=log)
+            fit_seconds = _fit(net, ds, run, config, monitor, callbacks, verbose, log)
         history = run.read_history()
         metrics = _test_metrics(net, run, config, info, history, monitor)
     metrics.update(fit_seconds_this_call=round(fit_seconds, 1), **fit_seconds_all_epochs(history),
@@ -158,21 +162,23 @@ def _describe_skipped(skipped: list) -> str:
     return f"skipped {len(skipped)} files that cannot be read: {shown}{more} (all listed in config.json)"
 
 
-def _header(device: str, v: dict) -> str:
-    """The run's first line: kcnn, backend, device and the library versions ``v`` (``runtime_versions()``)."""
-    import keras
+def _header(device: str, v: dict, devices=()) -> str:
+    """The run's first line: kcnn, backend, device (or the ``devices`` of data parallelism) and the
+    library versions ``v`` (``runtime_versions()``)."""
+    where = f"devices {','.join(devices)}" if devices else f"device {device}"
+    extra = f" | jax {v['jax']}" if v["backend"] == "jax" else ""
+    return (f"kcnn {kcnn.__version__} | backend {v['backend']} | {where} | "
+            f"keras {v['keras']} | torch {v['torch']} | tensorflow {v['tensorflow']}{extra}")
 
-    return (f"kcnn {kcnn.__version__} | backend {keras.backend.backend()} | device {device} | "
-            f"keras {v['keras']} | torch {v['torch']} | tensorflow {v['tensorflow']}")
 
-
-def _config_record(config: TrainConfig, info, ds, device: str, versions: dict) -> dict:
-    """What ``config.json`` holds: the settings, what they resolved to, the dataset and versions."""
+def _config_record(config: TrainConfig, info, ds, device: str, versions: dict, devices=()) -> dict:
+    """What ``config.json`` holds: the settings, what they resolved to (the backend in ``versions``),
+    the dataset and versions."""
     from kcnn.device import describe_device
 
     return {
         "settings": config.to_dict(),
-        "resolved": {"device": device, "machine": describe_device(device),
+        "resolved": {"device": device, "devices": list(devices) or [device], "machine": describe_device(device),
                      "steps_per_epoch": math.ceil(ds.num_train / config.batch_size),
                      "num_train": ds.num_train, "num_val": ds.num_val, "augmentation": config.augment},
         "dataset": {"name": info.name, "version": info.version, "class_names": list(info.class_names),
@@ -217,7 +223,7 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
 
     best = max((row[monitor] for row in run.read_history() if monitor in row), default=None)
     callbacks = make_callbacks(run, monitor, best, datasets=ds, seed=config.seed, ema=bool(config.ema),
-                               extra=list(extra_callbacks))
+                               tensorboard=config.tensorboard, extra=list(extra_callbacks))
     start = time.time()
     try:
         with training_fast_path(net):  # fused batch norm, direct forward (torch); the saved file stays stock

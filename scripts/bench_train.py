@@ -11,6 +11,10 @@ pipeline's own rate (``--pipeline``) and the peak RSS of this process.
 
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/bench_train.py
     TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/bench_train.py --case cifar10:cnn3 --steps 50 --rounds 2
+    TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/bench_train.py --backend jax --no-levers
+
+``--backend`` runs kcnn's path under another Keras backend (the fused batch norm and direct forward
+are torch's; there kcnn runs stock Keras) against the same plain PyTorch reference.
 
 Targets (docs/performance.md): ratio >= 1.0 for cnn3 on CIFAR-10, >= 0.90 for net24k on MNIST,
 pipeline >= 5x the training rate.
@@ -27,6 +31,7 @@ import click
 import numpy as np
 
 import kcnn  # noqa: F401  (sets KERAS_BACKEND=torch unless chosen)
+from kcnn.device import select_backend
 from kcnn.fused import direct_forward, fused_batch_norm
 from kcnn.runs import RunFolder
 
@@ -206,11 +211,16 @@ class KcnnLoop:
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True, help="Also time the input pipeline alone.")
 @click.option("--levers/--no-levers", default=True, show_default=True,
               help="Also time kcnn without the direct forward, and with stock Keras (each lever on its own).")
+@click.option("--backend", type=click.Choice(["torch", "jax", "tensorflow"]), default=None,
+              callback=lambda ctx, param, value: select_backend(value),
+              help="Keras backend of kcnn's path [default: $KERAS_BACKEND, else torch].")
 @click.option("--tf-threads", default=0, show_default=True,
               help="TensorFlow's intra- and inter-op threads for the input pipeline (0: TensorFlow's choice).")
-def main(cases, steps, rounds, data_dir, pipeline, levers, tf_threads):
+def main(cases, steps, rounds, data_dir, pipeline, levers, backend, tf_threads):
     import keras
     import torch
+
+    levers = levers and backend == "torch"  # the levers are the torch backend's
 
     if tf_threads:
         from kcnn.quiet import import_tensorflow

@@ -26,3 +26,19 @@ def test_unknown_layer_lists_the_conv_layers(cifar_model, tmp_path):
     result = CliRunner().invoke(main, ["viz", "filters", str(cifar_model / "cifar.keras"), "--layer", "dense"])
     assert result.exit_code == 2
     assert "no conv layer named 'dense'; conv layers: conv1, conv2, conv3" in result.output
+
+
+def test_gradcam_of_the_shipped_digit_model_is_never_empty_on_drawn_digits():
+    """The last conv block's output (after batch norm and ReLU) is explained: on the conv output before
+    batch norm, drawn digits weighed out negative everywhere and gave empty heatmaps."""
+    from drawings import drawing_set
+
+    from kcnn.images import to_model_input
+    from kcnn.prediction import load_classifier, shipped_models
+
+    from kcnn.explain import gradcam
+
+    clf = load_classifier(next(p for p in shipped_models() if p.stem == "mnist"))
+    for image, digit in drawing_set(per_digit=2):
+        heatmap, _ = gradcam(clf.model, to_model_input(image, clf.input_shape, clf.digit_style))
+        assert heatmap.max() == 1.0, digit
