@@ -481,6 +481,26 @@ def viz_history(run_dir, output, fmt):
 
 
 @main.command()
+@click.argument("models", nargs=-1, metavar="[MODEL.keras]...")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (0.0.0.0: every network interface; a warning is printed).")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
+@_backend_option
+@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
+def serve(models, host, port, verbose):
+    """Serve models (default: the shipped ones) on a local web page, where you draw a digit or drop a
+    photo and see the top-k classes, the model's input and Grad-CAM, and as a JSON API:
+    POST /predict?model=NAME&top_k=K (an image file, multipart or raw), GET /models, GET /health."""
+
+    def body():
+        from kcnn.serve import serve as serve_fn
+
+        serve_fn(models, host=host, port=port, log=lambda line: click.echo(line, err=line.startswith("Warning")))
+
+    _run(body, verbose)
+
+
+@main.command()
 @_backend_option
 def env():
     """Print backend, device and library versions (paste into bug reports)."""

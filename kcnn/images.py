@@ -48,11 +48,29 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"{path}: no such file")
     if path.is_file() and path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file (0 bytes)")
+    return _open(path, str(path), max_pixels)
+
+
+def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """:func:`read_image` of the bytes of an image file (an upload): the same checks and result.
+
+    Raises:
+        ImageError: empty, not an image, truncated, or larger than ``max_pixels``; the message
+            starts with ``name``.
+    """
+    import io
+
+    if not data:
+        raise ImageError(f"{name}: empty file (0 bytes)")
+    return _open(io.BytesIO(data), name, max_pixels)
+
+
+def _open(source, name: str, max_pixels: int) -> Image.Image:
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             width, height = im.size
             if width * height > max_pixels:
-                raise ImageError(f"{path}: {width}x{height} pixels is above the limit of "
+                raise ImageError(f"{name}: {width}x{height} pixels is above the limit of "
                                  f"{max_pixels:,} pixels (decompression-bomb guard)")
             im.seek(0)
             im.load()
@@ -61,12 +79,12 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
-        raise ImageError(f"{path}: {e}") from None
+        raise ImageError(f"{name}: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
         reason = "truncated or corrupt image data" if "truncated" in str(e).lower() else str(e)
         if isinstance(e, Image.UnidentifiedImageError):
             reason = "not an image PIL can read"
-        raise ImageError(f"{path}: {reason}") from None
+        raise ImageError(f"{name}: {reason}") from None
 
 
 def to_rgb_or_gray(im: Image.Image) -> Image.Image:

@@ -1,0 +1,242 @@
+"""``kcnn serve``: a local web page and a JSON API over loaded classifiers (FastAPI on uvicorn).
+
+FastAPI rather than Gradio: the API is the product for engineers, and one static page
+(``kcnn/static/index.html``, plain JavaScript, no asset from a CDN) gives the drawing canvas and
+the upload; Gradio would bring a large front end that fetches fonts from the internet. FastAPI's
+own ``/docs`` page loads Swagger UI from a CDN, so it is off; ``/openapi.json`` stays.
+
+Endpoints:
+    ``GET /``: the page. ``GET /health``: ``{"status": "ok", "models": N}``.
+    ``GET /models``: the loaded models with their cards.
+    ``POST /predict?model=NAME&top_k=K&explain=0|1``: an image file, as multipart form data (any
+    field name) or as the raw request body. Returns ``{model, labels: [{label, probability}],
+    preprocessed_shape}``, and with ``explain=1`` also ``preprocessed`` and ``gradcam``, PNG data
+    URLs of the model's input and of the Grad-CAM overlay.
+
+Each request goes through :func:`kcnn.prediction.predict` and the same image rules as
+``kcnn predict`` (same numbers). Bad input gets a 4xx with ``{"error": "one line"}``. Models load
+once, at start; a lock per model serializes its use (Grad-CAM's gradients, torch's autograd state),
+and requests run in worker threads, so the server keeps answering while one predicts.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import threading
+from pathlib import Path
+
+# FastAPI reads the endpoints' annotations by name, so Request must be a module global.
+from fastapi import Request
+
+#: Largest upload accepted, bytes (the request body, multipart or raw).
+MAX_UPLOAD_BYTES = 20 * 2**20
+DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8000
+#: Side, in pixels, of the PNGs of the model's input and Grad-CAM that the page shows.
+PREVIEW_SIDE = 224
+#: Hosts that only this machine reaches; any other ``--host`` gets a warning at start.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+class ServeError(Exception):
+    """A request kcnn refuses: ``status`` (HTTP 4xx) and a one-line ``message``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class ServedModel:
+    """A loaded :class:`kcnn.prediction.Classifier`, its card as ``GET /models`` lists it, and its lock."""
+
+    def __init__(self, clf):
+        self.clf, self.lock = clf, threading.Lock()
+
+    def card(self) -> dict:
+        clf = self.clf
+        return {"name": clf.name, "file": str(clf.path), "dataset": clf.dataset, "input_shape": list(clf.input_shape),
+                "class_names": list(clf.class_names), "digit_style": clf.digit_style}
+
+    def predict(self, image, top_k: int, explain: bool) -> dict:
+        """The response of ``POST /predict`` for one PIL image (:func:`kcnn.images.decode_image`)."""
+        from kcnn.images import to_model_input
+        from kcnn.prediction import predict
+
+        clf = self.clf
+        with self.lock:
+            (result,) = predict([image], [clf], top_k=min(top_k, len(clf.class_names)))
+            answer = {"model": clf.name, "labels": result["top_k"], "preprocessed_shape": list(clf.input_shape)}
+            if explain:
+                from kcnn.explain import gradcam
+
+                x = to_model_input(image, clf.input_shape, clf.digit_style)
+                heatmap, _ = gradcam(clf.model, x)
+                answer.update(preprocessed=_png_data_url(_to_rgb(x)), gradcam=_png_data_url(overlay(x, heatmap)))
+        return answer
+
+
+def _to_rgb(x):
+    import numpy as np
+
+    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
+
+
+def overlay(x, heatmap):
+    """The Grad-CAM ``heatmap`` ``(H, W)`` in [0, 1], coloured by matplotlib's ``jet``, over the model
+    input ``x`` ``(H, W, C)`` uint8, as ``kcnn viz gradcam`` draws it: ``(H, W, 3)`` uint8."""
+    import numpy as np
+    from matplotlib import colormaps
+
+    colored = colormaps["jet"](heatmap)[..., :3]
+    return (np.clip(0.55 * _to_rgb(x) / 255.0 + 0.45 * colored, 0, 1) * 255).round().astype(np.uint8)
+
+
+def _png_data_url(rgb) -> str:
+    """``data:image/png;base64,...`` of ``rgb`` ``(H, W, 3)`` uint8, scaled up to :data:`PREVIEW_SIDE`
+    with nearest-neighbour sampling so that each model pixel stays a visible square."""
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    scale = max(1, PREVIEW_SIDE // max(im.size))
+    im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def load_models(paths) -> dict:
+    """``{name: ServedModel}`` of ``paths`` (``.keras`` files), or of every shipped model when empty.
+
+    Raises:
+        kcnn.prediction.ModelFileError: a file cannot be used, or none is given and none is shipped.
+        ValueError: two models have the same name (file stem).
+    """
+    from kcnn.prediction import ModelFileError, load_classifier, shipped_models
+
+    paths = list(paths) or shipped_models()
+    if not paths:
+        raise ModelFileError("no model given and no shipped models found in saved_models/")
+    models = {}
+    for path in paths:
+        clf = load_classifier(path)
+        if clf.name in models:
+            raise ValueError(f"two models are named {clf.name!r} ({models[clf.name].clf.path}, {path}); "
+                             "rename one file")
+        models[clf.name] = ServedModel(clf)
+    return models
+
+
+def create_app(models: dict):
+    """The FastAPI application serving ``models`` (:func:`load_models`)."""
+    from fastapi import FastAPI
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    app = FastAPI(title="kcnn", docs_url=None, redoc_url=None)
+    page = (Path(__file__).parent / "static" / "index.html").read_text()
+
+    @app.exception_handler(ServeError)
+    async def refused(request, error: ServeError):
+        return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, error: RequestValidationError):
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"][1:]) or "request"
+        return JSONResponse({"error": f"{where}: {first['msg']}"}, status_code=422)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        return page
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok", "models": len(models)}
+
+    @app.get("/models")
+    async def list_models():
+        return [served.card() for served in models.values()]
+
+    @app.post("/predict")
+    async def predict(request: Request, model: str | None = None, top_k: int = 5, explain: bool = False):
+        if model is None and len(models) > 1:
+            raise ServeError(400, f"several models are loaded; choose one with ?model= ({', '.join(models)})")
+        served = models.get(model or next(iter(models)))
+        if served is None:
+            raise ServeError(404, f"no model {model!r}; loaded: {', '.join(models)}")
+        if top_k < 1:
+            raise ServeError(422, f"top_k must be >= 1. Received: top_k={top_k}")
+        data, name = await read_upload(request)
+        from kcnn.images import ImageError, decode_image
+
+        try:
+            image = await run_in_threadpool(decode_image, data, name)
+        except ImageError as e:
+            raise ServeError(413 if "decompression-bomb" in str(e) else 422, str(e)) from None
+        return await run_in_threadpool(served.predict, image, top_k, explain)
+
+    return app
+
+
+async def read_upload(request) -> tuple[bytes, str]:
+    """``(bytes, file name)`` of the image in ``request``: the first file of a multipart form, else
+    the raw body. Reads at most :data:`MAX_UPLOAD_BYTES` (a larger ``Content-Length`` is refused
+    before reading).
+
+    Raises:
+        ServeError: 413 for a body over the limit; 400 for a form without a file.
+    """
+    too_big = ServeError(413, f"upload larger than the limit of {MAX_UPLOAD_BYTES // 2**20} MiB")
+    if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_UPLOAD_BYTES:
+            raise too_big
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return body, "upload"
+
+    async def replay():  # the form parser reads the body already read, from a fresh request
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form()
+    files = [value for value in form.values() if hasattr(value, "read")]
+    if not files:
+        raise ServeError(400, "the form has no file; send the image as a file field or as the raw body")
+    return await files[0].read(), files[0].filename or "upload"
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise ``ValueError`` when ``host:port`` cannot be bound (in use, or not this machine's address)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as e:
+            raise ValueError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
+
+
+def serve(paths=(), host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log=print) -> None:
+    """Load ``paths`` (none: the shipped models) and serve them until Ctrl-C (uvicorn, one process).
+
+    Raises:
+        ValueError: the port cannot be bound; a model cannot be loaded (``ModelFileError``).
+    """
+    import uvicorn
+
+    check_port(host, port)
+    models = load_models(paths)
+    if host not in LOOPBACK:
+        log(f"Warning: --host {host} serves these models to every machine that can reach this one; "
+            "kcnn serve has no authentication")
+    url_host = f"[{host}]" if ":" in host else host
+    log(f"kcnn serve: http://{url_host}:{port}/ with {', '.join(models)}; API: POST /predict, GET /models, "
+        "GET /health; Ctrl-C stops")
+    uvicorn.run(create_app(models), host=host, port=port, log_level="warning")
