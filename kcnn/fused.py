@@ -1,9 +1,10 @@
 """Faster training on the torch backend with the same math; the model keeps its stock layers.
 
-Two swaps, each for the duration of a ``with`` block, on one model instance: batch normalization
-by torch's fused kernel (:func:`fused_batch_norm`), and a forward pass that calls each layer's
-``call`` directly instead of through Keras' ``Layer.__call__`` (:func:`direct_forward`).
-:func:`training_fast_path` applies both, as ``kcnn train`` does.
+Three swaps, each for the duration of a ``with`` block, on one model instance: batch normalization
+by torch's fused kernel (:func:`fused_batch_norm`), convolutions and dense layers as one op with
+their bias (:func:`fused_bias`), and a forward pass that calls each layer's ``call`` directly
+instead of through Keras' ``Layer.__call__`` (:func:`direct_forward`). :func:`training_fast_path`
+applies all three, as ``kcnn train`` does.
 
 Batch normalization: Keras 3 writes ``BatchNormalization`` on torch as about twenty separate ops (moments, the
 normalization, the moving-statistics updates), each with its own backward pass. Torch has the same
@@ -21,7 +22,7 @@ other than axis 1, and non-float32 inputs (mixed precision).
 
 Nothing is changed on a layer's or the model's class or config, so the ``.keras`` file saved
 inside the block holds stock layers. ``tests/test_fused.py`` checks outputs, gradients and moving
-statistics against stock Keras for every registered model; ``docs/performance.md`` measures both.
+statistics against stock Keras for every registered model; ``docs/performance.md`` measures each swap.
 """
 
 from __future__ import annotations
@@ -133,9 +134,77 @@ def direct_forward(model, enabled: bool = True):
         object.__delattr__(model, "call")
 
 
+def _bias_fusable(layer) -> bool:
+    """A built stock ``Conv2D`` (channels_first, stride 1 or valid padding, no dilation, one group) or
+    ``Dense`` with a bias and neither LoRA nor quantization."""
+    import keras
+
+    if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
+        return False
+    plain = (layer.built and layer.use_bias and not getattr(layer, "lora_enabled", False)
+             and getattr(layer, "quantization_mode", None) is None)
+    if type(layer) is keras.layers.Conv2D:
+        return (plain and layer.data_format == "channels_first" and layer.groups == 1
+                and tuple(layer.dilation_rate) == (1, 1) and all(k % 2 for k in layer.kernel_size)
+                and (layer.padding == "valid" or tuple(layer.strides) == (1, 1)))
+    return plain
+
+
+def _bias_call(layer, stock_call):
+    """``layer.call`` as one torch op with its bias (``conv2d``, ``linear``) for float32 inputs."""
+    import keras
+    import torch
+    import torch.nn.functional as F
+
+    if isinstance(layer, keras.layers.Conv2D):  # Keras' "same" at stride 1, odd kernel: symmetric padding
+        rank, padding = 4, tuple(k // 2 for k in layer.kernel_size) if layer.padding == "same" else 0
+
+        def op(x):  # kernel (kh, kw, in, out) -> torch's (out, in, kh, kw)
+            return F.conv2d(x, layer.kernel.value.permute(3, 2, 0, 1), layer.bias.value, layer.strides, padding)
+    else:
+        rank = 2
+
+        def op(x):
+            return F.linear(x, layer.kernel.value.T, layer.bias.value)
+
+    def call(inputs, *args, **kwargs):
+        if inputs.dtype != torch.float32 or inputs.ndim != rank:
+            return stock_call(inputs, *args, **kwargs)
+        outputs = op(inputs)
+        return layer.activation(outputs) if layer.activation is not None else outputs
+
+    return call
+
+
+@contextlib.contextmanager
+def fused_bias(model, enabled: bool = True):
+    """Inside the block, ``model``'s ``Conv2D`` and ``Dense`` layers run as one torch op with their
+    bias (``torch.nn.functional.conv2d`` / ``linear``), where Keras adds the bias as an op of its own
+    (11 adds per ``cnn3`` step, ``docs/performance.md``). Same math; the activation follows as in
+    Keras. A no-op on other backends, with ``enabled=False``, and for layers :func:`_bias_fusable`
+    refuses; non-float32 inputs run the stock ``call``.
+
+    Yields:
+        The layers switched.
+    """
+    import keras
+
+    layers = []
+    if enabled and keras.backend.backend() == "torch":
+        layers = [layer for layer in model._flatten_layers(include_self=False) if _bias_fusable(layer)]
+    for layer in layers:
+        object.__setattr__(layer, "call", _bias_call(layer, type(layer).call.__get__(layer)))
+    try:
+        yield layers
+    finally:
+        for layer in layers:
+            object.__delattr__(layer, "call")
+
+
 @contextlib.contextmanager
 def training_fast_path(model, enabled: bool = True):
-    """:func:`fused_batch_norm` and :func:`direct_forward` together; yields ``(switched BN layers,
-    direct forward on)``."""
-    with fused_batch_norm(model, enabled) as layers, direct_forward(model, enabled) as direct:
+    """:func:`fused_batch_norm`, :func:`fused_bias` and :func:`direct_forward` together (the direct
+    forward last, so that it calls the switched layers); yields ``(switched BN layers, direct forward on)``."""
+    with fused_batch_norm(model, enabled) as layers, fused_bias(model, enabled), \
+            direct_forward(model, enabled) as direct:
         yield layers, direct

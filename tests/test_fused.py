@@ -1,4 +1,4 @@
-"""kcnn's training fast path on torch (fused batch norm, direct forward) matches stock Keras, and
+"""kcnn's training fast path on torch (fused batch norm, fused bias, direct forward) matches stock Keras, and
 the saved model holds only stock layers."""
 
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from kcnn.fused import direct_forward, fused_batch_norm, training_fast_path
+from kcnn.fused import direct_forward, fused_batch_norm, fused_bias, training_fast_path
 from kcnn.models import create_model, list_models
 
 SHAPES = {"cnn3": (32, 32, 3), "cnn2": (32, 32, 3), "net24k": (28, 28, 1), "cnn2_simple": (28, 28, 1)}
@@ -118,3 +118,28 @@ def test_the_direct_forward_leaves_branching_models_and_the_model_afterwards_alo
     with direct_forward(chain) as used:
         assert used and "call" in vars(chain)
     assert "call" not in vars(chain)
+
+
+def _bias_step(name, fused):
+    """Training-mode outputs and every weight's gradient of one step, with or without fused_bias."""
+    keras.utils.set_random_seed(0)
+    model = create_model(name, SHAPES[name], 10)
+    x, y = _images(SHAPES[name])
+    with fused_bias(model, enabled=fused) as switched:
+        probs = model(torch.as_tensor(x), training=True)
+        torch.nn.functional.nll_loss(torch.log(probs), torch.as_tensor(y)).backward()
+    return switched, probs.detach().numpy(), {v.path: v.value.grad.numpy().copy() for v in model.trainable_variables}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_fused_bias_matches_stock_outputs_and_gradients(name):
+    switched, probs, grads = _bias_step(name, fused=True)
+    _, stock_probs, stock_grads = _bias_step(name, fused=False)
+    model = create_model(name, SHAPES[name], 10)
+    with_bias = [layer.name for layer in model.layers
+                 if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)) and layer.use_bias]
+    assert [layer.name for layer in switched] == with_bias  # every conv and dense layer of the model
+    np.testing.assert_allclose(probs, stock_probs, rtol=1e-5, atol=1e-6)
+    for path, grad in stock_grads.items():  # float32 round-off of a different summation order
+        np.testing.assert_allclose(grads[path], grad, rtol=1e-4, atol=2e-6, err_msg=path)
+    assert all("call" not in vars(layer) for layer in switched)  # undone after the block
