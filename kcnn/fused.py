@@ -59,6 +59,25 @@ def _fused_call(layer, stock_call):
 
 
 @contextlib.contextmanager
+def _swapped_calls(model, enabled: bool, fusable, make_call):
+    """Inside the block, each layer of ``model`` that ``fusable(layer)`` accepts has its ``call`` set, on
+    the instance, to ``make_call(layer, stock_call)``; after it, the class's ``call`` again. Only on the
+    torch backend and when ``enabled``. Yields the layers switched."""
+    import keras
+
+    layers = []
+    if enabled and keras.backend.backend() == "torch":
+        layers = [layer for layer in model._flatten_layers(include_self=False) if fusable(layer)]
+    for layer in layers:
+        object.__setattr__(layer, "call", make_call(layer, type(layer).call.__get__(layer)))
+    try:
+        yield layers
+    finally:
+        for layer in layers:
+            object.__delattr__(layer, "call")
+
+
+@contextlib.contextmanager
 def fused_batch_norm(model, enabled: bool = True):
     """Inside the block, ``model``'s BatchNormalization layers train with torch's fused kernel.
 
@@ -67,18 +86,8 @@ def fused_batch_norm(model, enabled: bool = True):
     Yields:
         The layers switched (empty when none).
     """
-    import keras
-
-    layers = []
-    if enabled and keras.backend.backend() == "torch":
-        layers = [layer for layer in model._flatten_layers(include_self=False) if _fusable(layer)]
-    for layer in layers:
-        object.__setattr__(layer, "call", _fused_call(layer, type(layer).call.__get__(layer)))
-    try:
+    with _swapped_calls(model, enabled, _fusable, _fused_call) as layers:
         yield layers
-    finally:
-        for layer in layers:
-            object.__delattr__(layer, "call")  # the class's call again
 
 
 def _chain(model) -> list | None:
@@ -187,18 +196,8 @@ def fused_bias(model, enabled: bool = True):
     Yields:
         The layers switched.
     """
-    import keras
-
-    layers = []
-    if enabled and keras.backend.backend() == "torch":
-        layers = [layer for layer in model._flatten_layers(include_self=False) if _bias_fusable(layer)]
-    for layer in layers:
-        object.__setattr__(layer, "call", _bias_call(layer, type(layer).call.__get__(layer)))
-    try:
+    with _swapped_calls(model, enabled, _bias_fusable, _bias_call) as layers:
         yield layers
-    finally:
-        for layer in layers:
-            object.__delattr__(layer, "call")
 
 
 @contextlib.contextmanager
