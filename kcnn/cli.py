@@ -302,8 +302,6 @@ def export(run_dir, dest, fmt, data_dir, verbose):
 
 
 def _format_option(f):
-    """``--format`` of a figure, and ``--backend`` (every command that draws one loads a model)."""
-    f = _backend_option(f)
     return click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png",
                         show_default=True, help="Figure format.")(f)
 
@@ -381,6 +379,7 @@ def viz():
 @click.option("--layer", default=None, help="Conv layer name or index [default: the first].")
 @click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
 @_format_option
+@_backend_option
 def viz_filters(models, layer, output, fmt):
     """Grid of a conv layer's learned kernels (shipped models if no MODEL)."""
 
@@ -408,6 +407,7 @@ def viz_filters(models, layer, output, fmt):
 @click.option("--layer", default=None, help="Conv layer name or index, or 'all' [default: the first].")
 @click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
 @_format_option
+@_backend_option
 def viz_activations(args, model_files, layer, output, fmt):
     """An image as the model sees it, beside every channel of a conv layer's feature maps."""
 
@@ -435,6 +435,7 @@ def viz_activations(args, model_files, layer, output, fmt):
 @click.option("--class", "class_name", default=None, help="Class to explain [default: the predicted one].")
 @click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
 @_format_option
+@_backend_option
 def viz_gradcam(args, model_files, class_name, output, fmt):
     """Grad-CAM heatmap of the last conv layer, overlaid on the image (Selvaraju et al. 2017)."""
 
