@@ -352,6 +352,7 @@ def _model_inputs(args, model_files):
                    "also averages over both shifted one pixel diagonally four ways (10 views, for models "
                    "trained with flips and shifts, e.g. flip_shift).")
 @_format_option
+@_backend_option
 @click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
 def evaluate(model, dataset, split, data_dir, download, output, tta, fmt, verbose):
     """Evaluate MODEL.keras on DATASET (a TFDS name or a folder of class folders): accuracy, loss,
