@@ -14,6 +14,7 @@ import click
 import kcnn
 from kcnn.config import RECIPES, describe_recipes, settings_fields  # stdlib-only at import time
 from kcnn.device import BACKENDS
+from kcnn.export import FORMATS
 
 
 def _run(fn, verbose: bool):
@@ -275,7 +276,7 @@ def format_predictions(results: list, fmt: str, top_k: int = 1) -> str:
 @main.command()
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path(dir_okay=False), required=False)
-@click.option("--format", "fmt", type=click.Choice(["keras", "onnx"]), default="keras", show_default=True,
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="keras", show_default=True,
               help="keras: an optimizer-free .keras file; onnx: an ONNX graph for ONNX Runtime, checked "
                    "against the .keras model on the run's test images.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,

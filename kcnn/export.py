@@ -128,17 +128,19 @@ def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = No
         raise ValueError(f"ONNX export destination must end in .onnx. Received: dest={str(dest)!r}")
     if keras.backend.backend() != "torch":  # Keras' tensorflow and jax exporters need tf2onnx or jax2onnx
         raise ValueError(f"ONNX export runs on the torch backend. Received: backend={keras.backend.backend()!r}")
-    try:
-        import onnx
-        import onnxruntime  # noqa: F401  (onnx_parity's; missing: this message, not a traceback)
-    except ImportError as e:
-        raise ValueError(f"ONNX export needs {e.name}: pip install 'kcnn[onnx]'") from None
+    import importlib.util
+
+    for package in ("onnx", "onnxruntime"):  # write_onnx's and onnx_parity's: a message, not a traceback
+        if importlib.util.find_spec(package) is None:
+            raise ValueError(f"ONNX export needs {package}: pip install 'kcnn[onnx]'")
+    from kcnn.prediction import load_classifier
+
     card = model_card(run_dir)
-    model = keras.saving.load_model(run_dir / "model.keras", compile=False)
-    images, source = _check_images(run_dir, data_dir, card)
-    expected = model.predict(images, batch_size=500, verbose=0)  # also marks the model called, as export needs
+    clf = load_classifier(run_dir / "model.keras")
+    images, source = _check_images(clf, card, data_dir or card["settings"].get("data_dir"))
+    expected = clf.model.predict(images, batch_size=500, verbose=0)  # also marks the model called, as export needs
     with files.atomic_path(dest) as tmp:
-        write_onnx(model, tmp)
+        opset = write_onnx(clf.model, tmp)
         parity = onnx_parity(tmp, images, expected)
         parity["images"] = source
         log(f"ONNX Runtime {parity['onnxruntime']} against Keras on {source}: max |difference| of a probability "
@@ -146,24 +148,23 @@ def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = No
         if parity["max_abs_difference"] > ONNX_TOLERANCE or parity["top1_agreement"] < 1:
             raise ExportParityError(f"{dest}: not written; ONNX Runtime's probabilities differ from Keras' by "
                                     f"{parity['max_abs_difference']:.2e} (tolerance {ONNX_TOLERANCE:g}) or in top-1")
-    opset = next(o.version for o in onnx.load(str(dest)).opset_import if o.domain in ("", "ai.onnx"))
     card.update(format="kcnn model card 1 (onnx)",
                 onnx={"input": "image", "output": ONNX_OUTPUT, "opset": opset, "parity": parity})
     return dest, files.write_json(dest.with_suffix(".json"), card, sort_keys=False)
 
 
-def _check_images(run_dir: Path, data_dir: str | None, card: dict):
-    """``(images uint8 (N, H, W, C), description)``: the run's test split, else random images."""
+def _check_images(clf, card: dict, data_dir: str | None):
+    """``(images uint8 (N, H, W, C), description)``: the test split of the run's dataset as ``clf`` was
+    trained on it (:func:`kcnn.evaluation.dataset_info`), else random images."""
     import numpy as np
 
     from kcnn import data
+    from kcnn.evaluation import dataset_info
 
     try:
-        settings = card["settings"]
-        info = data.load_info(settings["dataset"], data_dir or settings.get("data_dir"), download=False,
-                              image_size=settings.get("image_size"), channels=settings.get("channels"),
-                              test_split=settings.get("test_split", data.DEFAULT_TEST_SPLIT))
-        images = data.load_split_arrays(settings["dataset"], "test", info.data_dir, info=info)[0]
+        dataset = card["settings"]["dataset"]
+        info = dataset_info(clf, dataset, data_dir)
+        images = data.load_split_arrays(dataset, "test", info.data_dir, info=info)[0]
         return images, f"{len(images):,} {card['dataset']} test images"
     except (data.DataNotFoundError, ValueError, OSError):
         shape = card["input"]["shape"][1:]
@@ -171,10 +172,13 @@ def _check_images(run_dir: Path, data_dir: str | None, card: dict):
         return images, f"{RANDOM_CHECK_IMAGES} random images ({card['dataset']} is not readable here)"
 
 
-def write_onnx(model, path: str | Path) -> None:
+def write_onnx(model, path: str | Path) -> int:
     """Keras' ONNX export of ``model`` (on torch: TorchScript tracing, the batch dimension dynamic)
     into ``path``, its input named ``image`` (the Keras input's name) and its output
-    :data:`ONNX_OUTPUT`. ``model`` must have been called once (Keras' export needs it)."""
+    :data:`ONNX_OUTPUT`. ``model`` must have been called once (Keras' export needs it).
+
+    Returns:
+        The graph's ONNX opset version."""
     import warnings
 
     import onnx
@@ -189,6 +193,7 @@ def write_onnx(model, path: str | Path) -> None:
     graph.graph.output[0].name = ONNX_OUTPUT
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
+    return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def onnx_parity(path: str | Path, images, expected) -> dict:

@@ -198,16 +198,21 @@ def plot_activations(seen: np.ndarray, maps: np.ndarray, path, title: str) -> Pa
     return _save(fig, path)
 
 
-def plot_gradcam(image: np.ndarray, heatmap: np.ndarray, path, title: str) -> Path:
-    """The image, the Grad-CAM heatmap (0..1), and the heatmap overlaid on the image."""
+def gradcam_overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """The Grad-CAM ``heatmap`` ``(H, W)`` in [0, 1], coloured by matplotlib's ``jet``, over ``image``
+    ``(H, W, C)`` uint8 (gray or RGB): ``(H, W, 3)`` float in [0, 1]."""
     from matplotlib import colormaps
 
-    fig = _figure(10, 3.8)
-    axes = fig.subplots(1, 3)
     base = image.astype(np.float64) / 255.0
     if base.shape[-1] == 1:
         base = np.repeat(base, 3, axis=-1)
-    colored = colormaps["jet"](heatmap)[..., :3]
+    return np.clip(0.55 * base + 0.45 * colormaps["jet"](heatmap)[..., :3], 0, 1)
+
+
+def plot_gradcam(image: np.ndarray, heatmap: np.ndarray, path, title: str) -> Path:
+    """The image, the Grad-CAM heatmap (0..1), and the heatmap overlaid on the image."""
+    fig = _figure(10, 3.8)
+    axes = fig.subplots(1, 3)
     _show_image(axes[0], image)
     axes[0].set_title("image")
     im = axes[1].imshow(heatmap, cmap="jet", vmin=0, vmax=1)
@@ -215,7 +220,7 @@ def plot_gradcam(image: np.ndarray, heatmap: np.ndarray, path, title: str) -> Pa
     axes[1].set_yticks([])
     axes[1].set_title("Grad-CAM")
     fig.colorbar(im, ax=axes[1], shrink=0.8)
-    _show_image(axes[2], np.clip(0.55 * base + 0.45 * colored, 0, 1))
+    _show_image(axes[2], gradcam_overlay(image, heatmap))
     axes[2].set_title("overlay")
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

@@ -69,26 +69,16 @@ class ServedModel:
             if explain:
                 from kcnn.explain import gradcam
 
+                import numpy as np
+
+                from kcnn.figures import gradcam_overlay
+
                 x = to_model_input(image, clf.input_shape, clf.digit_style)
                 heatmap, _ = gradcam(clf.model, x)
-                answer.update(preprocessed=_png_data_url(_to_rgb(x)), gradcam=_png_data_url(overlay(x, heatmap)))
+                overlay = (gradcam_overlay(x, heatmap) * 255).round().astype(np.uint8)  # as kcnn viz gradcam
+                answer.update(preprocessed=_png_data_url(np.repeat(x, 3 // x.shape[-1], axis=-1)),
+                              gradcam=_png_data_url(overlay))
         return answer
-
-
-def _to_rgb(x):
-    import numpy as np
-
-    return np.repeat(x, 3, axis=-1) if x.shape[-1] == 1 else x
-
-
-def overlay(x, heatmap):
-    """The Grad-CAM ``heatmap`` ``(H, W)`` in [0, 1], coloured by matplotlib's ``jet``, over the model
-    input ``x`` ``(H, W, C)`` uint8, as ``kcnn viz gradcam`` draws it: ``(H, W, 3)`` uint8."""
-    import numpy as np
-    from matplotlib import colormaps
-
-    colored = colormaps["jet"](heatmap)[..., :3]
-    return (np.clip(0.55 * _to_rgb(x) / 255.0 + 0.45 * colored, 0, 1) * 255).round().astype(np.uint8)
 
 
 def _png_data_url(rgb) -> str:
