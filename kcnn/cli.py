@@ -307,16 +307,6 @@ def _format_option(f):
                         show_default=True, help="Figure format.")(f)
 
 
-def _models_or_shipped(model_files):
-    """Classifiers from the given files, else every shipped model; one-line error if none."""
-    from kcnn.prediction import ModelFileError, load_classifier, shipped_models
-
-    files = list(model_files) or shipped_models()
-    if not files:
-        raise ModelFileError("no model given and no shipped models found in saved_models/")
-    return [load_classifier(f) for f in files]
-
-
 def _model_inputs(args, model_files):
     """Yield ``(classifier, image path, model input)`` for every model and IMAGE of a viz command.
 
@@ -326,12 +316,13 @@ def _model_inputs(args, model_files):
     from pathlib import Path
 
     from kcnn.images import read_image, to_model_input
+    from kcnn.prediction import load_classifiers
 
     models = list(model_files) + [a for a in args if a.endswith(".keras")]
     images = [Path(a) for a in args if not a.endswith(".keras")]
     if not images:
         raise click.UsageError("give at least one IMAGE")
-    for clf in _models_or_shipped(models):
+    for clf in load_classifiers(models):
         for image in images:
             yield clf, image, to_model_input(read_image(image), clf.input_shape, clf.digit_style)
 
@@ -392,8 +383,9 @@ def viz_filters(models, layer, output, fmt):
 
         from kcnn import figures
         from kcnn.explain import find_conv_layer
+        from kcnn.prediction import load_classifiers
 
-        for clf in _models_or_shipped(models):
+        for clf in load_classifiers(models):
             conv = find_conv_layer(clf.model, layer)
             kernel = keras.ops.convert_to_numpy(conv.kernel)
             path = figures.plot_filters(kernel, Path(output) / f"filters_{clf.name}_{conv.name}.{fmt}",

@@ -118,6 +118,18 @@ def load_classifier(path: str | Path) -> Classifier:
                       input_shape=tuple(int(d) for d in ins[0].shape[1:]), dataset=card.get("dataset"))
 
 
+def load_classifiers(paths=()) -> list[Classifier]:
+    """:func:`load_classifier` of each of ``paths``, or of every shipped model when there are none.
+
+    Raises:
+        ModelFileError: a file cannot be used, or none is given and none is shipped.
+    """
+    paths = list(paths) or shipped_models()
+    if not paths:
+        raise ModelFileError("no model given and no shipped models found in saved_models/")
+    return [load_classifier(path) for path in paths]
+
+
 def _probabilities(model, batch: np.ndarray) -> np.ndarray:
     import keras
 

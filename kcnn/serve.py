@@ -59,6 +59,10 @@ class ServedModel:
 
     def predict(self, image, top_k: int, explain: bool) -> dict:
         """The response of ``POST /predict`` for one PIL image (:func:`kcnn.images.decode_image`)."""
+        import numpy as np
+
+        from kcnn.explain import gradcam
+        from kcnn.figures import gradcam_overlay
         from kcnn.images import to_model_input
         from kcnn.prediction import predict
 
@@ -67,12 +71,6 @@ class ServedModel:
             (result,) = predict([image], [clf], top_k=min(top_k, len(clf.class_names)))
             answer = {"model": clf.name, "labels": result["top_k"], "preprocessed_shape": list(clf.input_shape)}
             if explain:
-                from kcnn.explain import gradcam
-
-                import numpy as np
-
-                from kcnn.figures import gradcam_overlay
-
                 x = to_model_input(image, clf.input_shape, clf.digit_style)
                 heatmap, _ = gradcam(clf.model, x)
                 overlay = (gradcam_overlay(x, heatmap) * 255).round().astype(np.uint8)  # as kcnn viz gradcam
@@ -101,16 +99,12 @@ def load_models(paths) -> dict:
         kcnn.prediction.ModelFileError: a file cannot be used, or none is given and none is shipped.
         ValueError: two models have the same name (file stem).
     """
-    from kcnn.prediction import ModelFileError, load_classifier, shipped_models
+    from kcnn.prediction import load_classifiers
 
-    paths = list(paths) or shipped_models()
-    if not paths:
-        raise ModelFileError("no model given and no shipped models found in saved_models/")
     models = {}
-    for path in paths:
-        clf = load_classifier(path)
+    for clf in load_classifiers(paths):
         if clf.name in models:
-            raise ValueError(f"two models are named {clf.name!r} ({models[clf.name].clf.path}, {path}); "
+            raise ValueError(f"two models are named {clf.name!r} ({models[clf.name].clf.path}, {clf.path}); "
                              "rename one file")
         models[clf.name] = ServedModel(clf)
     return models
