@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from kcnn.runs import RunFolder, logs_epoch_seconds
+from kcnn.runs import RunFolder
 
 
 class EpochSeeding(keras.callbacks.Callback):
@@ -201,7 +201,7 @@ def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, d
     board = [keras.callbacks.TensorBoard(str(run.tensorboard), write_graph=False, profile_batch=0)
              for _ in range(tensorboard)]
     ordered = [EpochSeeding(datasets, seed), *extra, divergence, LearningRateLogger(),
-               *([EpochTimer()] if logs_epoch_seconds(run.history) else []), *board,
+               EpochTimer(), *board,
                keras.callbacks.CSVLogger(str(run.history), append=True),
                *swap_in, checkpoint, *swap_out, backup, interrupt]
     return FitCallbacks(all=ordered, divergence=divergence, interrupt=interrupt)

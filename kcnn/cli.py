@@ -1,54 +1,105 @@
 """The ``kcnn`` command line (click).
 
-Heavy libraries (Keras, torch, TensorFlow) are imported inside the commands,
-never at module level, so ``kcnn --help`` answers at once.
+Heavy libraries (Keras, torch, TensorFlow) are imported inside the commands, never at module
+level, so ``kcnn --help`` answers at once.
+
+Every command runs under :func:`handle_errors`: kcnn's own errors (:mod:`kcnn.errors`) become one
+``Error:`` line and their exit status (2 for bad input, 1 for missing or damaged data or runs),
+Ctrl-C exits 130, and anything else is a bug: its traceback, then a line asking for a report.
+Library code logs through :mod:`logging`; the command line prints kcnn's records (INFO and above)
+as plain lines, warnings on stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import logging
 import os
 import sys
+import traceback
 
 import click
 
 import kcnn
 from kcnn.config import RECIPES, describe_recipes, settings_fields  # stdlib-only at import time
 from kcnn.device import BACKENDS
+from kcnn.errors import DataError, KcnnError, UsageError
 from kcnn.export import FORMATS
 
+#: The line after a bug's traceback.
+BUG_REPORT = ("Error: this is a bug in kcnn or a library it uses, not a problem with your input; please report "
+              "it with the traceback above and the output of `kcnn env`")
 
-def _run(fn, verbose: bool):
-    """Run a command body: one-line errors (exit 2 for bad input, 1 otherwise), 130 on Ctrl-C."""
-    from kcnn.quiet import import_tensorflow
 
-    if os.environ.get("KERAS_BACKEND") == "tensorflow":  # `import keras` imports it: quietly, first
-        import_tensorflow()  # (kcnn.data imports it quietly itself; predict runs without it)
-    from kcnn.data import DataCorruptError, DataNotFoundError  # light: kcnn.data imports TensorFlow lazily
-    from kcnn.export import ExportParityError
-    from kcnn.training import TrainingDiverged
+class _EchoHandler(logging.Handler):
+    """Prints each log record's message as ``click.echo`` does: INFO on stdout, warnings and worse on stderr."""
 
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(record.getMessage(), err=record.levelno >= logging.WARNING)
+
+
+@contextlib.contextmanager
+def log_to_terminal():
+    """Inside the block, kcnn's log records of level INFO and above print as plain lines; after it,
+    the ``kcnn`` logger is as it was (a command run from Python leaves no handler behind). The records
+    do not propagate meanwhile: a handler a library put on the root logger would print them twice."""
+    logger, handler = logging.getLogger("kcnn"), _EchoHandler()
+    saved = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
     try:
-        return fn()
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except (DataNotFoundError, DataCorruptError, TrainingDiverged, ExportParityError) as e:
-        if verbose:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+
+def handle_errors(command):
+    """Decorate a command: adds ``--verbose``, prints kcnn's log lines, and turns exceptions into exit
+    statuses (see the module docstring); ``--verbose`` shows every traceback."""
+
+    @functools.wraps(command)
+    def run(*args, verbose=False, **kwargs):
+        from kcnn.quiet import import_tensorflow
+
+        if os.environ.get("KERAS_BACKEND") == "tensorflow":  # `import keras` imports it: quietly, first
+            import_tensorflow()
+        try:
+            with log_to_terminal():
+                return command(*args, **kwargs)
+        except (KeyboardInterrupt, click.exceptions.Abort):
+            sys.exit(130)
+        except click.ClickException:
             raise
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(1)
-    except ValueError as e:
-        if verbose:
-            raise
-        click.echo(f"Error: {e}", err=True)
-        sys.exit(2)
-    except Exception as e:
-        # TFRecord CRC failures surface from inside tf.data while model.fit/predict iterate.
-        tf = sys.modules.get("tensorflow")
-        if verbose or tf is None or not isinstance(e, tf.errors.DataLossError):
-            raise
-        detail = str(e.message).split(" [Op:")[0].split("}}")[-1].strip()
-        click.echo(f"Error: the TFDS data is unreadable ({detail}); prepare the dataset again", err=True)
-        sys.exit(1)
+        except KcnnError as e:
+            if verbose:
+                raise
+            click.echo(f"Error: {e}", err=True)
+            sys.exit(e.exit_code)
+        except Exception as e:
+            tf = sys.modules.get("tensorflow")
+            if not verbose and tf is not None and isinstance(e, tf.errors.DataLossError):
+                # TFRecord CRC failures surface from inside tf.data while model.fit/predict iterate.
+                detail = str(e.message).split(" [Op:")[0].split("}}")[-1].strip()
+                click.echo(f"Error: the TFDS data is unreadable ({detail}); prepare the dataset again", err=True)
+                sys.exit(1)
+            traceback.print_exc()
+            click.echo(BUG_REPORT, err=True)
+            sys.exit(1)
+
+    return click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")(run)
+
+
+#: Options several commands share, defined once.
+data_dir_option = click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                               help="TFDS data_dir [default: $TFDS_DATA_DIR, else ~/tensorflow_datasets].")
+download_option = click.option("--download/--no-download", default=True, show_default=True,
+                               help="Download and prepare a TFDS dataset the data_dir lacks.")
+figure_format_option = click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png",
+                                    show_default=True, help="Figure format.")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -123,8 +174,8 @@ def _setting_options(f):
               help="Run folder [default: runs/DATASET-MODEL-N, or the unfinished run of the same settings].")
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
 @_backend_option
-@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def train(dataset, config_file, output, overwrite, verbose, **settings):
+@handle_errors
+def train(dataset, config_file, output, overwrite, **settings):
     """Train a model on DATASET: a TFDS name (mnist, cifar10, cifar100, ...; downloaded on first
     use) or a folder of images, FOLDER/CLASS/* or FOLDER/{train,val,test}/CLASS/*.
 
@@ -133,46 +184,36 @@ def train(dataset, config_file, output, overwrite, verbose, **settings):
 
     Example: kcnn train cifar10 --epochs 15
     """
+    from kcnn.config import TrainConfig
+    from kcnn.training import train as train_fn
 
-    def body():
-        from kcnn.config import TrainConfig
-        from kcnn.training import train as train_fn
-
-        if dataset is None and config_file is None:
-            raise click.UsageError("give a DATASET or --config RUN/config.json")
-        config = TrainConfig.load(config_file) if config_file else None
-        # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
-        train_fn(dataset, config, output=output, overwrite=overwrite, verbose="auto" if sys.stdout.isatty() else 2,
-                 log=click.echo, **{k: v for k, v in settings.items() if v is not None})
-
-    _run(body, verbose)
+    if dataset is None and config_file is None:
+        raise click.UsageError("give a DATASET or --config RUN/config.json")
+    config = TrainConfig.load(config_file) if config_file else None
+    # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
+    train_fn(dataset, config, output=output, overwrite=overwrite, verbose="auto" if sys.stdout.isatty() else 2,
+             **{k: v for k, v in settings.items() if v is not None})
 
 
 @main.command("data")
 @click.argument("dataset")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="TFDS data_dir [default: $TFDS_DATA_DIR, else ~/tensorflow_datasets].")
-@click.option("--download/--no-download", default=True, show_default=True,
-              help="Download and prepare a TFDS dataset the data_dir lacks.")
-@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def data_cmd(dataset, data_dir, download, verbose):
+@data_dir_option
+@download_option
+@handle_errors
+def data_cmd(dataset, data_dir, download):
     """Prepare DATASET ahead of training and say where it is: a TFDS name is downloaded and
     prepared if the data_dir lacks it; a folder of class folders is listed and every image read,
     naming the files that cannot be."""
+    from kcnn import data
 
-    def body():
-        from kcnn import data, folders
-
-        info = data.load_info(dataset, data_dir, download=download)
-        click.echo(info.describe())
-        if folders.is_folder(dataset):
-            splits = [split for split in ("train", "val", "test") if info.folder.files[split]]
-            skipped = [bad for split in splits for bad in data.decode_folder_split(info, split, keep=False)[3]]
-            for path, reason in skipped:
-                click.echo(f"cannot read {path}: {reason}")
-            click.echo(f"{len(skipped)} unreadable files (training skips them)")
-
-    _run(body, verbose)
+    info = data.load_info(dataset, data_dir, download=download)
+    click.echo(info.describe())
+    if info.folder is not None:
+        splits = [split for split in ("train", "val", "test") if info.folder.files[split]]
+        skipped = [bad for split in splits for bad in data.decode_split(info, split, keep=False)[3]]
+        for path, reason in skipped:
+            click.echo(f"cannot read {path}: {reason}")
+        click.echo(f"{len(skipped)} unreadable files (training skips them)")
 
 
 @main.command()
@@ -215,33 +256,29 @@ Exit status 1 if any input failed (each failure: one line on stderr).
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True,
               help="Images read and predicted at a time.")
 @_backend_option
-@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def predict(paths, model_files, top_k, fmt, batch_size, verbose):
+@handle_errors
+def predict(paths, model_files, top_k, fmt, batch_size):
+    from kcnn.images import find_images
+    from kcnn.prediction import load_classifier, predict as predict_fn, shipped_models
+
+    files = model_files or shipped_models()
+    classifiers = [load_classifier(f) for f in files] if files else None
     failures = []
 
-    def body():
-        from kcnn.images import find_images
-        from kcnn.prediction import load_classifier, predict as predict_fn, shipped_models
+    def on_error(message):
+        failures.append(message)
+        click.echo(f"Error: {message}", err=True)
 
-        files = model_files or shipped_models()
-        classifiers = [load_classifier(f) for f in files] if files else None
-
-        def on_error(message):
-            failures.append(message)
-            click.echo(f"Error: {message}", err=True)
-
-        found, missing = find_images(paths)  # expand folders and globs once
-        for message in missing:
-            on_error(message)
-        if len(found) > batch_size:
-            with click.progressbar(length=len(found), label="predicting", file=sys.stderr) as bar:
-                results = predict_fn(found, classifiers, top_k=top_k, batch_size=batch_size,
-                                     progress=bar.update, on_error=on_error)
-        else:
-            results = predict_fn(found, classifiers, top_k=top_k, batch_size=batch_size, on_error=on_error)
-        click.echo(format_predictions(results, fmt, top_k), nl=False)
-
-    _run(body, verbose)
+    found, missing = find_images(paths)  # expand folders and globs once
+    for message in missing:
+        on_error(message)
+    if len(found) > batch_size:
+        with click.progressbar(length=len(found), label="predicting", file=sys.stderr) as bar:
+            results = predict_fn(found, classifiers, top_k=top_k, batch_size=batch_size,
+                                 progress=bar.update, on_error=on_error)
+    else:
+        results = predict_fn(found, classifiers, top_k=top_k, batch_size=batch_size, on_error=on_error)
+    click.echo(format_predictions(results, fmt, top_k), nl=False)
     if failures:
         sys.exit(1)
 
@@ -282,29 +319,16 @@ def format_predictions(results: list, fmt: str, top_k: int = 1) -> str:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="TFDS data_dir of the ONNX check's test images [default: the run's].")
 @_backend_option
-@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def export(run_dir, dest, fmt, data_dir, verbose):
+@handle_errors
+def export(run_dir, dest, fmt, data_dir):
     """Export a finished run as DEST (.keras or .onnx) plus DEST.json, its model card
     [default DEST: RUN_DIR/export/DATASET_MODEL.FORMAT]."""
+    from kcnn.export import default_destination, export_onnx, export_run
 
-    def body():
-        from kcnn.export import default_destination, export_onnx, export_run
-
-        try:
-            target = dest or default_destination(run_dir, fmt)
-            paths = (export_onnx(run_dir, target, data_dir, log=click.echo) if fmt == "onnx"
-                     else export_run(run_dir, target))
-        except FileNotFoundError as e:
-            raise ValueError(str(e)) from None
-        for path in paths:
-            click.echo(f"wrote {path}")
-
-    _run(body, verbose)
-
-
-def _format_option(f):
-    return click.option("--format", "fmt", type=click.Choice(["png", "svg", "pdf"]), default="png",
-                        show_default=True, help="Figure format.")(f)
+    target = dest or default_destination(run_dir, fmt)
+    paths = export_onnx(run_dir, target, data_dir) if fmt == "onnx" else export_run(run_dir, target)
+    for path in paths:
+        click.echo(f"wrote {path}")
 
 
 def _model_inputs(args, model_files):
@@ -332,10 +356,8 @@ def _model_inputs(args, model_files):
 @click.argument("dataset")
 @click.option("--split", default="test", show_default=True,
               help="TFDS split (slicing allowed, e.g. train[90%:]); a folder's train, val or test.")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="TFDS data_dir [default: $TFDS_DATA_DIR, else ~/tensorflow_datasets].")
-@click.option("--download/--no-download", default=True, show_default=True,
-              help="Download and prepare a TFDS dataset the data_dir lacks.")
+@data_dir_option
+@download_option
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Output folder [default: runs/evaluate/MODEL-DATASET-SPLIT].")
 @click.option("--tta", default="none", show_default=True,  # kcnn.evaluation.TTA checks it (numpy: not at --help)
@@ -343,23 +365,18 @@ def _model_inputs(args, model_files):
                    "mirror's (for models trained with flips, e.g. CIFAR; not for digits); 'flip_shift' "
                    "also averages over both shifted one pixel diagonally four ways (10 views, for models "
                    "trained with flips and shifts, e.g. flip_shift).")
-@_format_option
+@figure_format_option
 @_backend_option
-@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def evaluate(model, dataset, split, data_dir, download, output, tta, fmt, verbose):
+@handle_errors
+def evaluate(model, dataset, split, data_dir, download, output, tta, fmt):
     """Evaluate MODEL.keras on DATASET (a TFDS name or a folder of class folders): accuracy, loss,
     top-5, per-class metrics, figures.
 
     Writes evaluation.json, confusion_matrix, misclassified and predictions figures.
     """
+    from kcnn.evaluation import evaluate as evaluate_fn
 
-    def body():
-        from kcnn.evaluation import evaluate as evaluate_fn
-
-        evaluate_fn(model, dataset, split=split, data_dir=data_dir, output=output, fmt=fmt, tta=tta,
-                    download=download, log=click.echo)
-
-    _run(body, verbose)
+    evaluate_fn(model, dataset, split=split, data_dir=data_dir, output=output, fmt=fmt, tta=tta, download=download)
 
 
 @main.group()
@@ -371,28 +388,25 @@ def viz():
 @click.argument("models", nargs=-1, metavar="[MODEL.keras]...")
 @click.option("--layer", default=None, help="Conv layer name or index [default: the first].")
 @click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
-@_format_option
+@figure_format_option
 @_backend_option
+@handle_errors
 def viz_filters(models, layer, output, fmt):
     """Grid of a conv layer's learned kernels (shipped models if no MODEL)."""
+    from pathlib import Path
 
-    def body():
-        from pathlib import Path
+    import keras
 
-        import keras
+    from kcnn import figures
+    from kcnn.explain import find_conv_layer
+    from kcnn.prediction import load_classifiers
 
-        from kcnn import figures
-        from kcnn.explain import find_conv_layer
-        from kcnn.prediction import load_classifiers
-
-        for clf in load_classifiers(models):
-            conv = find_conv_layer(clf.model, layer)
-            kernel = keras.ops.convert_to_numpy(conv.kernel)
-            path = figures.plot_filters(kernel, Path(output) / f"filters_{clf.name}_{conv.name}.{fmt}",
-                                        title=f"{clf.name}: {conv.name} kernels {tuple(kernel.shape)}")
-            click.echo(f"wrote {path}")
-
-    _run(body, False)
+    for clf in load_classifiers(models):
+        conv = find_conv_layer(clf.model, layer)
+        kernel = keras.ops.convert_to_numpy(conv.kernel)
+        path = figures.plot_filters(kernel, Path(output) / f"filters_{clf.name}_{conv.name}.{fmt}",
+                                    title=f"{clf.name}: {conv.name} kernels {tuple(kernel.shape)}")
+        click.echo(f"wrote {path}")
 
 
 @viz.command("activations")
@@ -400,27 +414,24 @@ def viz_filters(models, layer, output, fmt):
 @click.option("--model", "model_files", multiple=True, metavar="FILE.keras", help="Model file (repeatable).")
 @click.option("--layer", default=None, help="Conv layer name or index, or 'all' [default: the first].")
 @click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
-@_format_option
+@figure_format_option
 @_backend_option
+@handle_errors
 def viz_activations(args, model_files, layer, output, fmt):
     """An image as the model sees it, beside every channel of a conv layer's feature maps."""
+    from pathlib import Path
 
-    def body():
-        from pathlib import Path
+    from kcnn import figures
+    from kcnn.explain import conv_layers, feature_maps, find_conv_layer
 
-        from kcnn import figures
-        from kcnn.explain import conv_layers, feature_maps, find_conv_layer
-
-        for clf, image, x in _model_inputs(args, model_files):
-            layers = conv_layers(clf.model) if layer == "all" else [find_conv_layer(clf.model, layer)]
-            for conv in layers:
-                seen, maps = feature_maps(clf.model, conv, x)
-                path = figures.plot_activations(
-                    seen, maps, Path(output) / f"activations_{clf.name}_{image.stem}_{conv.name}.{fmt}",
-                    title=f"{clf.name}: {conv.name} feature maps of {image.name}")
-                click.echo(f"wrote {path}")
-
-    _run(body, False)
+    for clf, image, x in _model_inputs(args, model_files):
+        layers = conv_layers(clf.model) if layer == "all" else [find_conv_layer(clf.model, layer)]
+        for conv in layers:
+            seen, maps = feature_maps(clf.model, conv, x)
+            path = figures.plot_activations(
+                seen, maps, Path(output) / f"activations_{clf.name}_{image.stem}_{conv.name}.{fmt}",
+                title=f"{clf.name}: {conv.name} feature maps of {image.name}")
+            click.echo(f"wrote {path}")
 
 
 @viz.command("gradcam")
@@ -428,51 +439,45 @@ def viz_activations(args, model_files, layer, output, fmt):
 @click.option("--model", "model_files", multiple=True, metavar="FILE.keras", help="Model file (repeatable).")
 @click.option("--class", "class_name", default=None, help="Class to explain [default: the predicted one].")
 @click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
-@_format_option
+@figure_format_option
 @_backend_option
+@handle_errors
 def viz_gradcam(args, model_files, class_name, output, fmt):
     """Grad-CAM heatmap of the last conv layer, overlaid on the image (Selvaraju et al. 2017)."""
+    from pathlib import Path
 
-    def body():
-        from pathlib import Path
+    from kcnn import figures
+    from kcnn.explain import gradcam
 
-        from kcnn import figures
-        from kcnn.explain import gradcam
-
-        for clf, image, x in _model_inputs(args, model_files):
-            if class_name is not None and class_name not in clf.class_names:
-                raise ValueError(f"{clf.path}: no class {class_name!r}; classes: {', '.join(clf.class_names)}")
-            wanted = None if class_name is None else clf.class_names.index(class_name)
-            heatmap, index = gradcam(clf.model, x, wanted)
-            path = figures.plot_gradcam(
-                x, heatmap, Path(output) / f"gradcam_{clf.name}_{image.stem}.{fmt}",
-                title=f"{clf.name}: Grad-CAM for {clf.class_names[index]!r} on {image.name}")
-            click.echo(f"wrote {path}")
-
-    _run(body, False)
+    for clf, image, x in _model_inputs(args, model_files):
+        if class_name is not None and class_name not in clf.class_names:
+            raise UsageError(f"{clf.path}: no class {class_name!r}; classes: {', '.join(clf.class_names)}")
+        wanted = None if class_name is None else clf.class_names.index(class_name)
+        heatmap, index = gradcam(clf.model, x, wanted)
+        path = figures.plot_gradcam(
+            x, heatmap, Path(output) / f"gradcam_{clf.name}_{image.stem}.{fmt}",
+            title=f"{clf.name}: Grad-CAM for {clf.class_names[index]!r} on {image.name}")
+        click.echo(f"wrote {path}")
 
 
 @viz.command("history")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
               help="Figure path [default: RUN_DIR/curves.FORMAT].")
-@_format_option
+@figure_format_option
+@handle_errors
 def viz_history(run_dir, output, fmt):
     """Redraw a run's training curves from its history.csv."""
+    from pathlib import Path
 
-    def body():
-        from pathlib import Path
+    from kcnn import figures
+    from kcnn.runs import read_history
 
-        from kcnn import figures
-        from kcnn.runs import read_history
-
-        rows = read_history(Path(run_dir) / "history.csv")
-        if not rows:
-            raise ValueError(f"{Path(run_dir) / 'history.csv'}: missing or empty")
-        path = figures.plot_history(rows, output or Path(run_dir) / f"curves.{fmt}", title=f"{Path(run_dir).name}")
-        click.echo(f"wrote {path}")
-
-    _run(body, False)
+    rows = read_history(Path(run_dir) / "history.csv")
+    if not rows:
+        raise DataError(f"{Path(run_dir) / 'history.csv'}: missing or empty")
+    path = figures.plot_history(rows, output or Path(run_dir) / f"curves.{fmt}", title=f"{Path(run_dir).name}")
+    click.echo(f"wrote {path}")
 
 
 @main.command()
@@ -481,22 +486,20 @@ def viz_history(run_dir, output, fmt):
               help="Address to listen on (0.0.0.0: every network interface; a warning is printed).")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
 @_backend_option
-@click.option("--verbose", is_flag=True, help="Show full tracebacks on errors.")
-def serve(models, host, port, verbose):
+@handle_errors
+def serve(models, host, port):
     """Serve models (default: the shipped ones) on a local web page, where you draw a digit or drop a
     photo and see the top-k classes, the model's input and Grad-CAM, and as a JSON API:
     POST /predict?model=NAME&top_k=K (an image file, multipart or raw), GET /models, GET /health."""
 
-    def body():
-        from kcnn.serve import serve as serve_fn
+    from kcnn.serve import serve as serve_fn
 
-        serve_fn(models, host=host, port=port, log=lambda line: click.echo(line, err=line.startswith("Warning")))
-
-    _run(body, verbose)
+    serve_fn(models, host=host, port=port)
 
 
 @main.command()
 @_backend_option
+@handle_errors
 def env():
     """Print backend, device and library versions (paste into bug reports)."""
     from kcnn.device import resolve_device, runtime_versions

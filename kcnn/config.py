@@ -15,9 +15,18 @@ import dataclasses
 import json
 from pathlib import Path
 
-# stdlib-only at import time
-from kcnn.data import AUGMENTATIONS, DEFAULT_IMAGE_SIZE, DEFAULT_TEST_SPLIT, DEFAULT_VAL_SPLIT, default_augmentation
 from kcnn.device import DEVICE_PATTERN
+from kcnn.errors import UsageError
+
+#: Default train/validation split: the last 10% of TFDS' train split validates.
+DEFAULT_VAL_SPLIT = 0.1
+#: A folder's images are brought to (H, W) without --image-size: twice CIFAR's side, small enough for
+#: these small CNNs to train on a CPU, large enough that most photos stay recognisable.
+DEFAULT_IMAGE_SIZE = (64, 64)
+#: Share of each class's files that tests when a folder has no test/ folder (kcnn.data.folders).
+DEFAULT_TEST_SPLIT = 0.2
+#: Augmentation policies by name (kcnn.data.augment builds them).
+AUGMENTATIONS = ("none", "flip", "crop_flip", "flip_erase", "shift", "affine", "flip_shift")
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -30,6 +39,12 @@ WHITEN_IMAGES = 5000
 IMAGE_SIDE = (16, 1024)
 #: Peak learning rate for an optimizer chosen over the recipe's when no lr is given.
 DEFAULT_LR = {"adam": 2e-3, "sgd": 0.05}
+
+
+def default_augmentation(image_shape) -> str:
+    """The default policy for images of ``image_shape`` ``(H, W, C)``: ``crop_flip`` for colour
+    images (C = 3, CIFAR), ``affine`` for gray digits/clothes."""
+    return "crop_flip" if image_shape[-1] == 3 else "affine"
 
 
 def _setting(default, help: str, *, low=None, high=None, high_open=False, low_open=False, choices=None,
@@ -48,7 +63,7 @@ class TrainConfig:
     ``dataset``, ``model``, ``epochs`` and ``seed`` say what to train; the fields marked by
     ``recipe=True`` are what a recipe sets; ``device`` and ``data_dir`` say where it runs and do not
     change what it computes (nor does ``recipe``, only a name for where the settings came from).
-    Construction validates every field (``ValueError("... Received: name=value")``).
+    Construction validates every field (``UsageError("... Received: name=value")``).
     """
 
     dataset: str = _setting("mnist", "TFDS name (mnist, fashion_mnist, cifar10, cifar100, ...) or a folder of "
@@ -89,17 +104,17 @@ class TrainConfig:
         for field in dataclasses.fields(self):
             _check(field, getattr(self, field.name))
         if not DEVICE_PATTERN.match(self.device):
-            raise ValueError(f"device must be one of auto, cpu, cuda, cuda:N. Received: device={self.device!r}")
+            raise UsageError(f"device must be one of auto, cpu, cuda, cuda:N. Received: device={self.device!r}")
         devices = int(self.devices) if isinstance(self.devices, str) and self.devices.isdigit() else self.devices
         if devices != "all" and (not isinstance(devices, int) or isinstance(devices, bool) or devices < 1):
-            raise ValueError(f"devices must be a whole number >= 1 or 'all'. Received: devices={self.devices!r}")
+            raise UsageError(f"devices must be a whole number >= 1 or 'all'. Received: devices={self.devices!r}")
         object.__setattr__(self, "devices", devices)  # "2" from the command line is 2
         if self.image_size is not None:
             size = self.image_size
             if (isinstance(size, str) or len(size) != 2
                     or not all(isinstance(d, int) and not isinstance(d, bool) and IMAGE_SIDE[0] <= d <= IMAGE_SIDE[1]
                                for d in size)):
-                raise ValueError(f"image_size must be two whole numbers of pixels in [{IMAGE_SIDE[0]}, "
+                raise UsageError(f"image_size must be two whole numbers of pixels in [{IMAGE_SIDE[0]}, "
                                  f"{IMAGE_SIDE[1]}]. Received: image_size={size!r}")
             object.__setattr__(self, "image_size", tuple(size))  # JSON gives a list
 
@@ -140,27 +155,28 @@ class TrainConfig:
         return " ".join(parts)
 
     @classmethod
-    def from_dict(cls, settings: dict, image_shape=None) -> TrainConfig:
-        """A config from ``config.json["settings"]`` of any kcnn version.
-
-        Settings a folder lacks take the field defaults (the values runs trained with before the
-        setting existed); ``augment`` recorded as True (the dataset's policy) or False becomes the
-        policy's name, for which True needs ``image_shape`` ``(H, W, C)``.
+    def from_dict(cls, settings: dict) -> TrainConfig:
+        """A config from ``config.json["settings"]`` (of a record :func:`migrate_record` brought to
+        :data:`FORMAT_VERSION`). Settings it lacks take the field defaults: the values runs trained
+        with before the setting existed.
 
         Raises:
-            ValueError: an unknown setting, or a value out of range.
+            UsageError: an unknown setting, or a value out of range.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(settings) - names)
         if unknown:
-            raise ValueError(f"Unknown setting {unknown[0]!r}; valid: {', '.join(sorted(names))}. "
+            raise UsageError(f"Unknown setting {unknown[0]!r}; valid: {', '.join(sorted(names))}. "
                              f"Received: {unknown[0]}={repr(settings[unknown[0]])[:40]}")
-        settings = dict(settings)
-        if isinstance(settings.get("augment"), bool):
-            if settings["augment"] and image_shape is None:
-                raise ValueError("augment=True names the dataset's policy; give the image shape to resolve it")
-            settings["augment"] = default_augmentation(image_shape) if settings["augment"] else "none"
         return cls(**settings)
+
+    @classmethod
+    def from_record(cls, record: dict) -> TrainConfig:
+        """The config of a ``config.json``-shaped record of any kcnn version (:func:`migrate_record`),
+        a model card of ``kcnn export`` (it holds the same keys), or a bare dict of settings."""
+        if "settings" not in record:
+            return cls.from_dict(record)
+        return cls.from_dict(migrate_record(record)["settings"])
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
@@ -168,20 +184,44 @@ class TrainConfig:
         ``kcnn export``, or a JSON object of settings.
 
         Raises:
-            ValueError: the file is missing, not JSON, or holds unknown or bad settings; the message
+            UsageError: the file is missing, not JSON, or holds unknown or bad settings; the message
                 names the file.
         """
         path = Path(path)
         try:
             data = json.loads(path.read_text())
-            data = data.get("config", data)  # a record of docs/runs: {"metrics": ..., "config": ...}
-            settings = data.get("settings", data)
-            dataset = data.get("dataset")  # a model card (kcnn export) names it, with its input shape
-            image_shape = (dataset["image_shape"] if isinstance(dataset, dict)
-                           else data.get("input", {}).get("shape", [None])[1:] or None)
-            return cls.from_dict(settings, image_shape)
-        except (OSError, ValueError, AttributeError) as e:
-            raise ValueError(f"{path}: not a kcnn run config ({e})") from None
+            return cls.from_record(data.get("config", data))  # a record of docs/runs: {"metrics", "config"}
+        except (OSError, ValueError, AttributeError) as e:  # UsageError is a ValueError
+            raise UsageError(f"{path}: not a kcnn run config ({e})") from None
+
+
+#: The format of ``config.json`` (and of the run records and model cards that hold its keys).
+#: 1, written without a ``format_version`` key: ``settings.augment`` may be True (the dataset's
+#: policy) or False, and ``history.csv`` may lack ``epoch_seconds``. 2: policy names, every epoch timed.
+FORMAT_VERSION = 2
+
+
+def migrate_record(record: dict) -> dict:
+    """A ``config.json``-shaped record (``settings``, ``dataset``, ...) brought to :data:`FORMAT_VERSION`;
+    ``record`` itself is not changed. (A run folder's ``history.csv``: :meth:`kcnn.runs.RunFolder.migrate`.)
+
+    Raises:
+        UsageError: a record of a newer kcnn, or a format-1 ``augment=True`` without the image shape
+            that names its policy.
+    """
+    version = record.get("format_version", 1)
+    if version > FORMAT_VERSION:
+        raise UsageError(f"a record of format {version}, newer than this kcnn's {FORMAT_VERSION}; upgrade kcnn. "
+                         f"Received: format_version={version!r}")
+    settings = dict(record.get("settings", {}))
+    if version < 2 and isinstance(settings.get("augment"), bool):
+        dataset = record.get("dataset")  # a model card names it, with the model's input shape beside
+        shape = (dataset.get("image_shape") if isinstance(dataset, dict)
+                 else record.get("input", {}).get("shape", [0])[1:])
+        if settings["augment"] and not shape:
+            raise UsageError("augment=True names the dataset's policy; the record has no image shape to resolve it")
+        settings["augment"] = default_augmentation(shape) if settings["augment"] else "none"
+    return {**record, "settings": settings, "format_version": FORMAT_VERSION}
 
 
 #: Settings that do not change what a run computes; a run may resume with others. (``devices``
@@ -193,22 +233,22 @@ DATA_SETTINGS = ("image_size", "channels", "test_split")
 
 
 def _check(field: dataclasses.Field, value) -> None:
-    """Raise ``ValueError`` naming ``field`` when ``value`` is outside its choices or range."""
+    """Raise ``UsageError`` naming ``field`` when ``value`` is outside its choices or range."""
     meta, name = field.metadata, field.name
     if field.type in ("int", "float") and (isinstance(value, bool) or not isinstance(value, (int, float))
                                            or (field.type == "int" and not isinstance(value, int))):
-        raise ValueError(f"{name} must be a number. Received: {name}={value!r}")
+        raise UsageError(f"{name} must be a number. Received: {name}={value!r}")
     if field.type == "bool" and not isinstance(value, bool):
-        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
+        raise UsageError(f"{name} must be True or False. Received: {name}={value!r}")
     if field.type == "str" and not isinstance(value, str):
-        raise ValueError(f"{name} must be a string. Received: {name}={value!r}")
+        raise UsageError(f"{name} must be a string. Received: {name}={value!r}")
     if meta["choices"] and value not in meta["choices"] and not (value is None and "None" in field.type):
-        raise ValueError(f"Unknown {name}; valid: {', '.join(map(str, meta['choices']))}. Received: {name}={value!r}")
+        raise UsageError(f"Unknown {name}; valid: {', '.join(map(str, meta['choices']))}. Received: {name}={value!r}")
     low, high = meta["low"], meta["high"]
     below = low is not None and (value <= low if meta["low_open"] else value < low)
     above = high is not None and (value >= high if meta["high_open"] else value > high)
     if below or above:
-        raise ValueError(f"{name} must be {describe_range(field)}. Received: {name}={value!r}")
+        raise UsageError(f"{name} must be {describe_range(field)}. Received: {name}={value!r}")
 
 
 def describe_range(field: dataclasses.Field) -> str:
@@ -228,25 +268,20 @@ def settings_fields(recipe_only: bool = False) -> list[dataclasses.Field]:
     return [f for f in dataclasses.fields(TrainConfig) if f.metadata["recipe"] or not recipe_only]
 
 
-#: The recipes: what each is for, and its changes to :class:`TrainConfig`'s defaults. Figures are
-#: test accuracy on the JPEG-derived CIFAR-10 copy and pixel-exact MNIST/Fashion-MNIST, CPU, from
-#: docs/runs (scripts/reproduce.py) and docs/experiments.md; docs/recipes.md keeps the history.
+#: The recipes: what each is for, and its changes to :class:`TrainConfig`'s defaults. Each was
+#: chosen by measured runs: docs/recipes.md gives their figures and docs/experiments.md the levers tried.
 RECIPES = {
     # Adam at Keras' 1e-3, constant, no augmentation, batch 64: the setup the reference tutorials
     # share (not a verified copy of each), the baseline column of scripts/reproduce.py.
     "baseline": dict(),
-    # MNIST cnn3 in 15 epochs: 99.63% ± 0.03 over seeds 0-2 (baseline 99.47%).
+    # Digits: affine augmentation and a one-cycle schedule beat the baseline on MNIST cnn3.
     "digits": dict(lr=2e-3, lr_schedule="onecycle", augment="affine", batch_size=128, label_smoothing=0.1),
-    # Small digit networks, which underfit under "digits"' affine policy: MNIST net24k in 10 epochs
-    # 99.50% ± 0.03 final over seeds 0-2 ("digits": 99.08%).
+    # Small digit networks underfit under "digits"' affine policy; whole-pixel shifts suit them.
     "digits_small": dict(lr=5e-3, lr_schedule="onecycle", augment="shift", label_smoothing=0.1),
     # Clothes survive a mirror: flips, AdamW, whitened first conv, all 60,000 training images.
-    # Fashion-MNIST cnn3 in 15 epochs: 93.59% ± 0.09 over seeds 0-2 (93.33% with a validation split).
     "fashion": dict(lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip", whiten=True,
                     val_split=0.0),
     # Colour images: AdamW, flip + 2-pixel shifts (airbench), label smoothing 0.1, whitened first conv.
-    # CIFAR-10 cnn3: 82.53% ± 0.21 in 15 epochs, 78.81% ± 0.32 in 5 over seeds 0-1 (83.12% and 79.35%
-    # with --val-split 0); cnn2 74.64% ± 0.49 in 10.
     "cifar": dict(lr=4e-3, lr_schedule="onecycle", weight_decay=0.05, augment="flip_shift", label_smoothing=0.1,
                   whiten=True),
 }
@@ -290,7 +325,7 @@ def resolve(dataset: str | None = None, image_shape=None, base: TrainConfig | No
         **given: :class:`TrainConfig` fields.
 
     Raises:
-        ValueError: unknown recipe or setting, or a value out of range.
+        UsageError: unknown recipe or setting, or a value out of range.
     """
     given = {k: v for k, v in given.items() if v is not None}
     if dataset is not None:
@@ -302,13 +337,13 @@ def resolve(dataset: str | None = None, image_shape=None, base: TrainConfig | No
         recipe = default_recipe(settings["dataset"], settings["model"], image_shape)
     if recipe is not None:
         if recipe not in RECIPES:
-            raise ValueError(f"Unknown recipe; valid: {', '.join(RECIPES)}. Received: recipe={recipe!r}")
+            raise UsageError(f"Unknown recipe; valid: {', '.join(RECIPES)}. Received: recipe={recipe!r}")
         settings.update({f.name: f.default for f in settings_fields(recipe_only=True)}, **RECIPES[recipe])
         settings["recipe"] = recipe
     if given.get("optimizer", settings["optimizer"]) != settings["optimizer"] and "lr" not in given:
         given["lr"] = DEFAULT_LR[given["optimizer"]] if given["optimizer"] in DEFAULT_LR else settings["lr"]
     settings.update(given)
-    return TrainConfig.from_dict(settings, image_shape)
+    return TrainConfig.from_dict(settings)
 
 
 def describe_recipe(name: str) -> str:

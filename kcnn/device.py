@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+from kcnn.errors import UsageError
+
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -18,12 +20,12 @@ def resolve_device(device: str = "auto") -> str:
         ``"cpu"`` or ``"cuda:N"``.
 
     Raises:
-        ValueError: the value is not one of the forms above, or CUDA was asked
+        UsageError: the value is not one of the forms above, or CUDA was asked
             for and torch sees no CUDA device (no silent fallback to CPU), or
             the CUDA index is out of range.
     """
     if not isinstance(device, str) or not DEVICE_PATTERN.match(device):
-        raise ValueError(
+        raise UsageError(
             "device must be one of auto, cpu, cuda, cuda:N. "
             f"Received: device={device!r}"
         )
@@ -34,14 +36,14 @@ def resolve_device(device: str = "auto") -> str:
     if device == "cpu":
         return "cpu"
     if not torch.cuda.is_available():
-        raise ValueError(
+        raise UsageError(
             f"device {device!r} was requested but torch {torch.__version__} "
             "sees no CUDA device; use --device cpu or --device auto"
         )
     index = int(device.split(":")[1]) if ":" in device else 0
     count = torch.cuda.device_count()
     if index >= count:
-        raise ValueError(
+        raise UsageError(
             f"device {device!r} was requested but only {count} CUDA device(s) "
             f"exist (cuda:0..cuda:{count - 1})"
         )
@@ -105,7 +107,7 @@ def select_backend(name: str | None) -> str:
         The backend Keras will use.
 
     Raises:
-        ValueError: ``name`` is not one of :data:`BACKENDS`; it conflicts with a ``KERAS_BACKEND``
+        UsageError: ``name`` is not one of :data:`BACKENDS`; it conflicts with a ``KERAS_BACKEND``
             the user set; Keras is already imported under another backend; or the backend's
             library (jax, tensorflow) is not installed.
     """
@@ -118,15 +120,15 @@ def select_backend(name: str | None) -> str:
     if name is None:
         return os.environ["KERAS_BACKEND"]
     if name not in BACKENDS:
-        raise ValueError(f"Unknown backend; valid: {', '.join(BACKENDS)}. Received: backend={name!r}")
+        raise UsageError(f"Unknown backend; valid: {', '.join(BACKENDS)}. Received: backend={name!r}")
     if kcnn.ENV_BACKEND not in (None, name):
-        raise ValueError(f"--backend {name} conflicts with KERAS_BACKEND={kcnn.ENV_BACKEND} in the environment; "
+        raise UsageError(f"--backend {name} conflicts with KERAS_BACKEND={kcnn.ENV_BACKEND} in the environment; "
                          "drop one of them")
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != name:
-        raise ValueError(f"Keras is already imported with the {sys.modules['keras'].backend.backend()} backend "
+        raise UsageError(f"Keras is already imported with the {sys.modules['keras'].backend.backend()} backend "
                          f"in this process; the {name} backend needs a new one. Received: backend={name!r}")
     if importlib.util.find_spec(name) is None:
-        raise ValueError(f"the {name} backend needs the {name} package: pip install {name}")
+        raise UsageError(f"the {name} backend needs the {name} package: pip install {name}")
     os.environ["KERAS_BACKEND"] = name
     return name
 
@@ -135,14 +137,19 @@ def distribution_support(backend: str) -> str | None:
     """How kcnn spreads a batch over devices under ``backend``: ``"keras"`` (Keras'
     ``keras.distribution.DataParallel``), ``"mirrored"`` (``tf.distribute.MirroredStrategy``) or
     None. Keras has ``keras.distribution`` for jax; for torch from the release after 3.15, found
-    here by the feature (the torch backend's ``distribution_lib``), not the version."""
+    here by the feature, not the version: Keras 3.15's ``keras.distribution.list_devices()`` fails
+    with an ``AttributeError`` on a backend without a distribution library."""
     if backend == "tensorflow":
         return "mirrored"
     if backend == "jax":
         return "keras"
-    from keras.src import backend as keras_backend
+    import keras
 
-    return "keras" if getattr(keras_backend, "distribution_lib", None) is not None else None
+    try:
+        keras.distribution.list_devices()
+    except AttributeError:
+        return None
+    return "keras"
 
 
 def list_devices(backend: str) -> list[str]:
@@ -163,7 +170,7 @@ def resolve_devices(devices: int | str, device: str = "auto") -> list[str]:
     of :func:`list_devices` (``"all"``: every one).
 
     Raises:
-        ValueError: the backend has no data parallelism in the installed Keras (the message names the
+        UsageError: the backend has no data parallelism in the installed Keras (the message names the
             backends that do), fewer devices exist than asked for, or ``device`` is not ``"auto"``.
     """
     import keras
@@ -172,16 +179,16 @@ def resolve_devices(devices: int | str, device: str = "auto") -> list[str]:
     if devices == 1:
         return []
     if device != "auto":
-        raise ValueError(f"devices spreads over the backend's own devices; leave device at auto. "
+        raise UsageError(f"devices spreads over the backend's own devices; leave device at auto. "
                          f"Received: devices={devices!r}, device={device!r}")
     if distribution_support(backend) is None:
-        raise ValueError(f"devices={devices} needs keras.distribution, which Keras {keras.__version__} has for "
+        raise UsageError(f"devices={devices} needs keras.distribution, which Keras {keras.__version__} has for "
                          f"the jax backend (and tensorflow's MirroredStrategy) but not for {backend}; "
                          "train with --backend jax or --backend tensorflow")
     found = list_devices(backend)
     count = len(found) if devices == "all" else devices
     if count > len(found):
-        raise ValueError(f"devices={devices} but the {backend} backend sees {len(found)}: {', '.join(found)}")
+        raise UsageError(f"devices={devices} but the {backend} backend sees {len(found)}: {', '.join(found)}")
     return found[:count] if count > 1 else []
 
 

@@ -7,12 +7,16 @@ probabilities; :func:`evaluate` runs a model over a TFDS split and writes
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
 
-from kcnn import files
+from kcnn import data, figures, files
+from kcnn.errors import UsageError
+from kcnn.prediction import load_classifier, read_card
+
+log = logging.getLogger(__name__)
 
 #: Test-time augmentation: "none", "flip" (average each image's probabilities with its mirror's), or
 #: "flip_shift" (with the mirror, each also shifted by TTA_SHIFTS: 10 views, airbench's multi-crop idea).
@@ -129,10 +133,9 @@ def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: i
         ``(N, classes)`` float64 probabilities.
 
     Raises:
-        ValueError: unknown ``tta``.
+        UsageError: unknown ``tta``.
     """
-    if tta not in TTA:
-        raise ValueError(f"Unknown test-time augmentation; valid: {', '.join(TTA)}. Received: tta={tta!r}")
+    check_tta(tta)
     views = [images]
     if tta in ("flip", "flip_shift"):
         views.append(np.ascontiguousarray(images[:, :, ::-1]))
@@ -144,12 +147,40 @@ def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: i
 
 def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | None = None,
              output: str | Path | None = None, fmt: str = "png", batch_size: int = 512,
-             seed: int = 0, tta: str = "none", info=None, download: bool = False, log=print) -> dict:
-    """Evaluate a ``.keras`` classifier on a split of a TFDS dataset or a folder of images and write
-    ``evaluation.json`` and figures.
+             seed: int = 0, tta: str = "none", download: bool = False) -> dict:
+    """Evaluate a ``.keras`` classifier on a split of a TFDS dataset or a folder of images, write
+    ``evaluation.json`` and figures (:func:`evaluate_arrays`), and log the summary; the API of
+    ``kcnn evaluate``.
 
     A folder is read at the model's input size and split as the model's run split it (the
     ``test_split`` and ``val_split`` of its config.json or model card; the defaults otherwise).
+
+    Returns:
+        The metrics dict written to ``evaluation.json``, plus ``"files"``: paths written.
+
+    Raises:
+        kcnn.prediction.ModelFileError: bad model file.
+        UsageError: unknown ``tta``; the model's input shape or class count does not fit the dataset.
+        kcnn.data.DataNotFoundError: dataset not prepared (and ``download`` False, or it failed).
+    """
+    check_tta(tta)
+    clf = load_classifier(model_path)
+    info = data.info_for_model(dataset, clf.input_shape, read_card(clf.path).get("settings", {}), data_dir, download)
+    images, labels = data.load_split_arrays(info, split)
+    default = Path("runs") / "evaluate" / f"{clf.name}-{Path(info.name).name}-{split}"  # a folder: its name
+    result = evaluate_arrays(clf, images, labels, info, split=split, output=default if output is None else output,
+                             fmt=fmt, batch_size=batch_size, seed=seed, tta=tta)
+    log.info(format_summary(result))
+    for path in result["files"]:
+        log.info(f"wrote {path}")
+    return result
+
+
+def evaluate_arrays(clf, images: np.ndarray, labels: np.ndarray, info, *, split: str = "test",
+                    output: str | Path, fmt: str = "png", batch_size: int = 512, seed: int = 0,
+                    tta: str = "none") -> dict:
+    """Evaluate the classifier ``clf`` on ``images`` ``(N, H, W, C)`` uint8 with ``labels`` ``(N,)``
+    int, a split of the dataset ``info``: write ``evaluation.json`` and three figures into ``output``.
 
     Figures: ``confusion_matrix`` (counts and row-normalised), ``misclassified``
     (the most confidently wrong images), ``predictions`` (random images with
@@ -160,59 +191,35 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
         The metrics dict written to ``evaluation.json``, plus ``"files"``: paths written.
 
     Raises:
-        kcnn.prediction.ModelFileError: bad model file.
-        ValueError: unknown ``tta``.
-        ValueError: the model's input shape or class count does not fit the dataset.
-        kcnn.data.DataNotFoundError: dataset not prepared (and ``download`` False, or it failed).
+        UsageError: unknown ``tta``; the model's input shape or class count does not fit the dataset.
     """
-    from kcnn import data, figures
-    from kcnn.prediction import load_classifier
-
-    if tta not in TTA:
-        raise ValueError(f"Unknown test-time augmentation; valid: {', '.join(TTA)}. Received: tta={tta!r}")
-    clf = load_classifier(model_path)
-    info = info or dataset_info(clf, dataset, data_dir, download)
     if tuple(clf.input_shape) != tuple(info.image_shape) or len(clf.class_names) != info.num_classes:
-        raise ValueError(f"{clf.path}: model takes {clf.input_shape} images and outputs "
-                         f"{len(clf.class_names)} classes; {dataset} has {info.image_shape} images "
+        raise UsageError(f"{clf.path}: model takes {clf.input_shape} images and outputs "
+                         f"{len(clf.class_names)} classes; {info.name} has {info.image_shape} images "
                          f"and {info.num_classes} classes")
-    images, labels = data.load_split_arrays(dataset, split, data_dir, info=info)
     probs = predict_probs(clf.model, images, tta=tta, batch_size=batch_size)
     result = summarize(probs, labels, info.class_names)
-    result.update(model=str(clf.path), dataset=dataset, split=split, tfds_version=info.version, tta=tta)
-    default = Path("runs") / "evaluate" / f"{clf.name}-{Path(info.name).name}-{split}"  # a folder: its name
-    out = Path(output) if output is not None else default
+    result.update(model=str(clf.path), dataset=info.name, split=split, tfds_version=info.version, tta=tta)
+    out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     names = list(info.class_names)
     written = [
         files.write_json(out / "evaluation.json", result, sort_keys=False),
         figures.plot_confusion_matrix(np.asarray(result["confusion_matrix"]), names,
-                                      out / f"confusion_matrix.{fmt}", title=f"{clf.name} on {dataset} {split}"),
+                                      out / f"confusion_matrix.{fmt}", title=f"{clf.name} on {info.name} {split}"),
         figures.plot_image_grid(*_most_confident_errors(images, labels, probs), names,
                                 out / f"misclassified.{fmt}", title="Most confident mistakes"),
         figures.plot_image_grid(*_random_sample(images, labels, probs, seed), names,
                                 out / f"predictions.{fmt}", title="Random test predictions"),
     ]
-    log(format_summary(result))
-    for path in written:
-        log(f"wrote {path}")
     result["files"] = [str(p) for p in written]
     return result
 
 
-def dataset_info(clf, dataset: str, data_dir: str | None = None, download: bool = False):
-    """:func:`kcnn.data.load_info` of ``dataset`` as the classifier ``clf`` was trained on it: a
-    folder at its input size, split by its run's ``test_split`` and ``val_split``."""
-    from kcnn import data, folders
-    from kcnn.prediction import read_card
-
-    if not folders.is_folder(dataset):
-        return data.load_info(dataset, data_dir, download=download)
-    settings = read_card(clf.path).get("settings", {})
-    height, width, channels = clf.input_shape
-    info = data.load_info(dataset, image_size=(height, width), channels=channels,
-                          test_split=settings.get("test_split", data.DEFAULT_TEST_SPLIT))
-    return dataclasses.replace(info, folder=info.folder.split_val(settings.get("val_split", data.DEFAULT_VAL_SPLIT)))
+def check_tta(tta: str) -> None:
+    """Raise :class:`UsageError` unless ``tta`` is one of :data:`TTA`."""
+    if tta not in TTA:
+        raise UsageError(f"Unknown test-time augmentation; valid: {', '.join(TTA)}. Received: tta={tta!r}")
 
 
 def _most_confident_errors(images, labels, probs, count: int = 25):
@@ -245,5 +252,6 @@ def format_summary(result: dict) -> str:
         lines.append(f"{name:<{width}}{m['precision']:9.4f} {m['recall']:7.4f} {m['f1']:7.4f} {m['support']:8d}")
     pairs = result.get("most_confused", [])[:5]
     if pairs:
-        lines.append("most confused: " + "; ".join(f"{p['true']} as {p['predicted']} {p['count']}" for p in pairs))
+        lines.append("most confused: " + "; ".join(f"{p['true']} → {p['predicted']} ({p['count']} images)"
+                                                   for p in pairs))
     return "\n".join(lines)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kcnn.errors import UsageError
+
 
 def conv_layers(model) -> list:
     """The model's 2-D convolution layers, input to output."""
@@ -24,13 +26,13 @@ def find_conv_layer(model, which=None):
     """A conv layer by name, by index among the conv layers (negative counts from the end), or the first.
 
     Raises:
-        ValueError: no conv layer, unknown name, index out of range; the
+        UsageError: no conv layer, unknown name, index out of range; the
             message lists the conv layers.
     """
     convs = conv_layers(model)
     names = [layer.name for layer in convs]
     if not convs:
-        raise ValueError(f"model {model.name!r} has no Conv2D layer")
+        raise UsageError(f"model {model.name!r} has no Conv2D layer")
     if which is None:
         return convs[0]
     text = str(which)
@@ -38,11 +40,11 @@ def find_conv_layer(model, which=None):
         index = int(text)
         if -len(convs) <= index < len(convs):
             return convs[index]
-        raise ValueError(f"conv layer index {index} is out of range; conv layers: {', '.join(names)} "
+        raise UsageError(f"conv layer index {index} is out of range; conv layers: {', '.join(names)} "
                          f"(0..{len(convs) - 1})")
     if text in names:
         return convs[names.index(text)]
-    raise ValueError(f"no conv layer named {text!r}; conv layers: {', '.join(names)}")
+    raise UsageError(f"no conv layer named {text!r}; conv layers: {', '.join(names)}")
 
 
 def block_output(model, conv):

@@ -1,15 +1,24 @@
 """Export a finished run as a shippable model and its model card (JSON): a slim ``.keras`` file, or
-an ONNX graph checked against the ``.keras`` model with ONNX Runtime."""
+an ONNX graph checked against the ``.keras`` model with ONNX Runtime.
+
+Keras, ONNX and the data modules are imported by the functions that need them: the command line
+reads :data:`FORMATS` when it starts.
+"""
 
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import kcnn
 from kcnn import files
-from kcnn.config import TrainConfig
+from kcnn.config import TrainConfig, migrate_record
+from kcnn.errors import DataError, KcnnError, UsageError
+
+log = logging.getLogger(__name__)
 
 #: ``kcnn export --format``: Keras' own file, or ONNX (opset of the torch exporter) for ONNX Runtime.
 FORMATS = ("keras", "onnx")
@@ -21,7 +30,7 @@ RANDOM_CHECK_IMAGES = 256
 ONNX_OUTPUT = "probabilities"
 
 
-class ExportParityError(RuntimeError):
+class ExportParityError(DataError):
     """ONNX Runtime's probabilities differ from the ``.keras`` model's by more than :data:`ONNX_TOLERANCE`."""
 
 
@@ -29,7 +38,7 @@ def default_destination(run_dir: str | Path, fmt: str = "keras") -> Path:
     """``RUN/export/DATASET_MODEL.{keras,onnx}``, from the run's ``config.json`` (a folder dataset: its name).
 
     Raises:
-        FileNotFoundError: the run has no ``config.json``.
+        DataError: the run has no ``config.json``.
     """
     run_dir = Path(run_dir)
     _require(run_dir, "config.json")
@@ -40,7 +49,7 @@ def default_destination(run_dir: str | Path, fmt: str = "keras") -> Path:
 def _require(run_dir: Path, *names: str) -> None:
     for name in names:
         if not (run_dir / name).exists():
-            raise FileNotFoundError(f"{run_dir / name}: missing; is the run finished?")
+            raise DataError(f"{run_dir / name}: missing; is the run finished?")
 
 
 def model_card(run_dir: str | Path) -> dict:
@@ -49,11 +58,11 @@ def model_card(run_dir: str | Path) -> dict:
     the machine and backend it trained on, kcnn/keras/torch versions and the date.
 
     Raises:
-        FileNotFoundError: ``run_dir`` lacks model.keras, config.json or metrics.json (an unfinished run).
+        DataError: ``run_dir`` lacks model.keras, config.json or metrics.json (an unfinished run).
     """
     run_dir = Path(run_dir)
     _require(run_dir, "model.keras", "config.json", "metrics.json")
-    config = json.loads((run_dir / "config.json").read_text())
+    config = migrate_record(json.loads((run_dir / "config.json").read_text()))
     metrics = json.loads((run_dir / "metrics.json").read_text())
     settings, dataset = config["settings"], config["dataset"]
     return {
@@ -69,7 +78,7 @@ def model_card(run_dir: str | Path) -> dict:
         "test_accuracy": metrics["test_accuracy"],
         "test_loss": metrics["test_loss"],
         "epochs": metrics["epochs"],
-        "command": TrainConfig.from_dict(settings, dataset["image_shape"]).command(),
+        "command": TrainConfig.from_dict(settings).command(),
         "settings": settings,
         "versions": {k: config["versions"].get(k) for k in ("kcnn", "keras", "backend", "torch", "tensorflow")},
         "trained_on": config.get("resolved", {}).get("machine"),  # None for runs from before it was recorded
@@ -84,15 +93,14 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
     ``dest`` with ``.json``, its :func:`model_card`.
 
     Raises:
-        FileNotFoundError: ``run_dir`` lacks model.keras, config.json or metrics.json
-            (an unfinished run).
-        ValueError: ``dest`` does not end in ``.keras``.
+        DataError: ``run_dir`` lacks model.keras, config.json or metrics.json (an unfinished run).
+        UsageError: ``dest`` does not end in ``.keras``.
     """
     import keras
 
     run_dir, dest = Path(run_dir), Path(dest)
     if dest.suffix != ".keras":
-        raise ValueError(f"export destination must end in .keras. Received: dest={str(dest)!r}")
+        raise UsageError(f"export destination must end in .keras. Received: dest={str(dest)!r}")
     card = model_card(run_dir)
     from kcnn.models import to_channels_last
 
@@ -103,8 +111,7 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
     return dest, files.write_json(dest.with_suffix(".json"), card, sort_keys=False)
 
 
-def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = None,
-                log=print) -> tuple[Path, Path]:
+def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = None) -> tuple[Path, Path]:
     """Write ``dest`` (``.onnx``): the run's model as an ONNX graph through Keras'
     ``model.export(format="onnx")`` on the torch backend, preprocessing inside. Input ``image``
     ``(batch, H, W, C)`` uint8 as the ``.keras`` file takes, any batch size; output
@@ -116,8 +123,8 @@ def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = No
     random images, and compares the probabilities. ``dest`` is written only when it passes.
 
     Raises:
-        FileNotFoundError: an unfinished run.
-        ValueError: ``dest`` does not end in ``.onnx``; a backend other than torch; ``onnx`` or
+        DataError: an unfinished run.
+        UsageError: ``dest`` does not end in ``.onnx``; a backend other than torch; ``onnx`` or
             ``onnxruntime`` not installed.
         ExportParityError: a probability differs by more than :data:`ONNX_TOLERANCE`, or a top-1 class.
     """
@@ -125,14 +132,12 @@ def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = No
 
     run_dir, dest = Path(run_dir), Path(dest)
     if dest.suffix != ".onnx":
-        raise ValueError(f"ONNX export destination must end in .onnx. Received: dest={str(dest)!r}")
+        raise UsageError(f"ONNX export destination must end in .onnx. Received: dest={str(dest)!r}")
     if keras.backend.backend() != "torch":  # Keras' tensorflow and jax exporters need tf2onnx or jax2onnx
-        raise ValueError(f"ONNX export runs on the torch backend. Received: backend={keras.backend.backend()!r}")
-    import importlib.util
-
+        raise UsageError(f"ONNX export runs on the torch backend. Received: backend={keras.backend.backend()!r}")
     for package in ("onnx", "onnxruntime"):  # write_onnx's and onnx_parity's: a message, not a traceback
         if importlib.util.find_spec(package) is None:
-            raise ValueError(f"ONNX export needs {package}: pip install 'kcnn[onnx]'")
+            raise UsageError(f"ONNX export needs {package}: pip install 'kcnn[onnx]'")
     from kcnn.prediction import load_classifier
 
     card = model_card(run_dir)
@@ -143,7 +148,7 @@ def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = No
         opset = write_onnx(clf.model, tmp)
         parity = onnx_parity(tmp, images, expected)
         parity["images"] = source
-        log(f"ONNX Runtime {parity['onnxruntime']} against Keras on {source}: max |difference| of a probability "
+        log.info(f"ONNX Runtime {parity['onnxruntime']} against Keras on {source}: max |difference| of a probability "
             f"{parity['max_abs_difference']:.2e}, same top-1 class for {parity['top1_agreement']:.2%}")
         if parity["max_abs_difference"] > ONNX_TOLERANCE or parity["top1_agreement"] < 1:
             raise ExportParityError(f"{dest}: not written; ONNX Runtime's probabilities differ from Keras' by "
@@ -155,18 +160,16 @@ def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = No
 
 def _check_images(clf, card: dict, data_dir: str | None):
     """``(images uint8 (N, H, W, C), description)``: the test split of the run's dataset as ``clf`` was
-    trained on it (:func:`kcnn.evaluation.dataset_info`), else random images."""
+    trained on it (:func:`kcnn.data.info_for_model`), else random images."""
     import numpy as np
 
     from kcnn import data
-    from kcnn.evaluation import dataset_info
 
     try:
-        dataset = card["settings"]["dataset"]
-        info = dataset_info(clf, dataset, data_dir)
-        images = data.load_split_arrays(dataset, "test", info.data_dir, info=info)[0]
+        info = data.info_for_model(card["settings"]["dataset"], clf.input_shape, card["settings"], data_dir)
+        images = data.load_split_arrays(info, "test")[0]
         return images, f"{len(images):,} {card['dataset']} test images"
-    except (data.DataNotFoundError, ValueError, OSError):
+    except (KcnnError, OSError):
         shape = card["input"]["shape"][1:]
         images = np.random.default_rng(0).integers(0, 256, (RANDOM_CHECK_IMAGES, *shape), dtype=np.uint8)
         return images, f"{RANDOM_CHECK_IMAGES} random images ({card['dataset']} is not readable here)"

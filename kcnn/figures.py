@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from kcnn import files
+from kcnn.errors import UsageError
 
 FORMATS = ("png", "svg", "pdf")
 #: Confusion matrices name every class and print every cell up to this many classes.
@@ -28,7 +29,7 @@ def _save(fig, path) -> Path:
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
-        raise ValueError(f"figure format must be one of {', '.join(FORMATS)}. Received: {path.name}")
+        raise UsageError(f"figure format must be one of {', '.join(FORMATS)}. Received: {path.name}")
     with files.atomic_path(path) as tmp:
         fig.savefig(tmp, format=fmt, dpi=110)
     return path

@@ -1,24 +1,29 @@
 """Faster training on the torch backend with the same math; the model keeps its stock layers.
 
-Three swaps, each for the duration of a ``with`` block, on one model instance: batch normalization
-by torch's fused kernel (:func:`fused_batch_norm`), convolutions and dense layers as one op with
-their bias (:func:`fused_bias`), and a forward pass that calls each layer's ``call`` directly
-instead of through Keras' ``Layer.__call__`` (:func:`direct_forward`). :func:`training_fast_path`
-applies all three, as ``kcnn train`` does.
+Two swaps, each for the duration of a ``with`` block, on one model instance: batch normalization
+by torch's fused kernel (:func:`fused_batch_norm`), and a forward pass that calls each layer's
+``call`` directly instead of through Keras' ``Layer.__call__`` (:func:`direct_forward`).
+:func:`training_fast_path` applies both, as ``kcnn train`` does.
 
-Batch normalization: Keras 3 writes ``BatchNormalization`` on torch as about twenty separate ops (moments, the
-normalization, the moving-statistics updates), each with its own backward pass. Torch has the same
-math as one kernel, ``torch.native_batch_norm`` (what ``torch.nn.functional.batch_norm`` calls).
-Keras used the fused call once (keras PR 18793) and dropped it (PR 19102) because the moving
-statistics then needed ``mean.detach()``.
+Batch normalization: Keras 3 writes ``BatchNormalization`` on torch as about twenty separate ops
+(moments, the normalization, the moving-statistics updates), each with its own backward pass.
+Torch has the same math as one kernel, ``torch.native_batch_norm`` (what
+``torch.nn.functional.batch_norm`` calls). Keras does not use it because the moving statistics
+would then need a detached update of their own, which :func:`_fused_call` makes: in Keras'
+convention, ``moving = moving * momentum + batch * (1 - momentum)``, with the *biased* batch
+variance (torch's own running-variance update would use the unbiased one), taken from the
+kernel's saved inverse standard deviation, ``1 / invstd**2 - epsilon``. Everything else runs the
+stock ``call``: inference, a frozen layer, a mask, renorm, synchronized BN, channels other than
+axis 1, and non-float32 inputs (mixed precision).
 
-:func:`fused_batch_norm` swaps, for the duration of a ``with`` block, each ``BatchNormalization``
-instance's ``call`` in training mode for that kernel, and updates the moving statistics itself in
-Keras' convention: ``moving = moving * momentum + batch * (1 - momentum)``, with the *biased* batch
-variance (torch's own running-variance update would use the unbiased one). The variance comes
-from the kernel's saved inverse standard deviation, ``1 / invstd**2 - epsilon``. Everything else
-runs the stock ``call``: inference, a frozen layer, a mask, renorm, synchronized BN, channels
-other than axis 1, and non-float32 inputs (mixed precision).
+What the swaps rely on is checked when a block starts (:func:`unsupported`): the torch backend,
+``Layer.__call__`` running an instance's own ``call``, and the attributes the fused kernel reads
+of each ``BatchNormalization``. When one is missing or behaves otherwise (a Keras upgrade), the
+block runs stock Keras and logs one warning. The swaps use public Keras API only: ``model.layers``
+and the signature of a layer's ``call``. A swap sets ``call`` on the instance with
+``object.__setattr__``, which bypasses Keras' ``Layer.__setattr__``: that one would track the
+function as part of the layer's state. Whatever fails inside the block, exactly the instances
+swapped get their class's ``call`` back; a block on a model already inside one is refused.
 
 Nothing is changed on a layer's or the model's class or config, so the ``.keras`` file saved
 inside the block holds stock layers. ``tests/test_fused.py`` checks outputs, gradients and moving
@@ -28,19 +33,92 @@ statistics against stock Keras for every registered model; ``docs/performance.md
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+import logging
+
+import keras
+
+log = logging.getLogger(__name__)
+
+#: What the fused kernel reads of a ``BatchNormalization``: its constructor arguments and weights.
+BN_ATTRIBUTES = ("axis", "momentum", "epsilon", "center", "scale", "renorm", "gamma", "beta", "moving_mean",
+                 "moving_variance")
+#: The layers the direct forward calls without ``Layer.__call__``: stock layers whose ``__call__``
+#: adds nothing their ``call`` needs in float32 training. Any other layer keeps ``__call__``, among
+#: them Keras' preprocessing layers, which pick their backend there (they also run inside tf.data).
+DIRECT_LAYERS = (keras.layers.Conv2D, keras.layers.Dense, keras.layers.BatchNormalization, keras.layers.ReLU,
+                 keras.layers.Activation, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D,
+                 keras.layers.GlobalAveragePooling2D, keras.layers.Flatten, keras.layers.Dropout,
+                 keras.layers.Permute)
+
+
+def _all_layers(model) -> list:
+    """Every layer inside ``model``, nested models' layers included (public ``layers`` only)."""
+    found = []
+    for layer in model.layers:
+        found.append(layer)
+        if isinstance(layer, keras.Model):
+            found += _all_layers(layer)
+    return found
+
+
+@functools.lru_cache(maxsize=None)
+def _instance_call_runs() -> bool:
+    """Whether ``Layer.__call__`` runs a ``call`` set on the instance (the swaps' one assumption about
+    Keras' internals): a probe layer whose instance ``call`` adds 1."""
+    probe = keras.layers.Identity()
+    object.__setattr__(probe, "call", lambda inputs, *args, **kwargs: inputs + 1)
+    return float(keras.ops.convert_to_numpy(probe(keras.ops.zeros((1,))))[0]) == 1.0
+
+
+def unsupported(model) -> str | None:
+    """Why the swaps cannot run on ``model`` with the installed Keras, or None when they can."""
+    if keras.backend.backend() != "torch":
+        return f"the {keras.backend.backend()} backend"
+    if not _instance_call_runs():
+        return f"Keras {keras.__version__}'s Layer.__call__ does not run an instance's own call"
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            missing = [name for name in BN_ATTRIBUTES if not hasattr(layer, name)]
+            if missing:
+                return f"Keras {keras.__version__}'s BatchNormalization has no {', '.join(missing)}"
+    return None
+
+
+@contextlib.contextmanager
+def _swapped_calls(objects_and_calls):
+    """Inside the block, each ``(obj, call)`` of the list has ``call`` set on the instance; after it,
+    whatever happened, exactly those instances get their class's ``call`` back.
+
+    Raises:
+        RuntimeError: an instance already has a ``call`` of its own (a block inside another).
+    """
+    swapped = []
+    try:
+        for obj, call in objects_and_calls:
+            if "call" in vars(obj):
+                raise RuntimeError(f"{obj.name!r} is already switched to kcnn's fast path; the fast path's "
+                                   "blocks do not nest")
+            object.__setattr__(obj, "call", call)  # not Layer.__setattr__: it would track the function
+            swapped.append(obj)
+        yield swapped
+    finally:
+        for obj in swapped:
+            object.__delattr__(obj, "call")
 
 
 def _fusable(layer) -> bool:
     """A built stock ``BatchNormalization`` over axis 1 (channels_first) without renorm or sync."""
-    import keras
-
     return (isinstance(layer, keras.layers.BatchNormalization) and layer.built and layer.axis == 1
             and not layer.renorm and not getattr(layer, "synchronized", False))
 
 
-def _fused_call(layer, stock_call):
-    """``layer.call`` with the fused kernel in training mode and ``stock_call`` otherwise."""
+def _fused_call(layer):
+    """``layer.call`` with the fused kernel in training mode and the class's ``call`` otherwise."""
     import torch
+
+    stock_call = type(layer).call.__get__(layer)
 
     def call(inputs, training=None, mask=None):
         if not (training and layer.trainable) or mask is not None or inputs.dtype != torch.float32:
@@ -58,36 +136,8 @@ def _fused_call(layer, stock_call):
     return call
 
 
-@contextlib.contextmanager
-def _swapped_calls(model, enabled: bool, fusable, make_call):
-    """Inside the block, each layer of ``model`` that ``fusable(layer)`` accepts has its ``call`` set, on
-    the instance, to ``make_call(layer, stock_call)``; after it, the class's ``call`` again. Only on the
-    torch backend and when ``enabled``. Yields the layers switched."""
-    import keras
-
-    layers = []
-    if enabled and keras.backend.backend() == "torch":
-        layers = [layer for layer in model._flatten_layers(include_self=False) if fusable(layer)]
-    for layer in layers:
-        object.__setattr__(layer, "call", make_call(layer, type(layer).call.__get__(layer)))
-    try:
-        yield layers
-    finally:
-        for layer in layers:
-            object.__delattr__(layer, "call")
-
-
-@contextlib.contextmanager
-def fused_batch_norm(model, enabled: bool = True):
-    """Inside the block, ``model``'s BatchNormalization layers train with torch's fused kernel.
-
-    A no-op on other backends, with ``enabled=False``, or for layers :func:`_fusable` refuses.
-
-    Yields:
-        The layers switched (empty when none).
-    """
-    with _swapped_calls(model, enabled, _fusable, _fused_call) as layers:
-        yield layers
+def _batch_norm_swaps(model) -> list:
+    return [(layer, _fused_call(layer)) for layer in _all_layers(model) if _fusable(layer)]
 
 
 def _chain(model) -> list | None:
@@ -101,10 +151,54 @@ def _chain(model) -> list | None:
     return layers[1:]
 
 
-def _is_preprocessing(layer) -> bool:
-    """Keras' preprocessing layers (Rescaling, Normalization, Resizing) pick their backend in
-    ``Layer.__call__`` (they also run inside tf.data), so they keep it."""
-    return type(layer).__module__.startswith("keras.src.layers.preprocessing")
+def _direct_swaps(model) -> list:
+    """``[(model, call)]``, the forward that calls each layer's ``call`` in turn; ``[]`` for a model that
+    is not a chain (a branch, several inputs) or computes under a mixed-precision policy (whose casts
+    ``Layer.__call__`` does)."""
+    layers = _chain(model)
+    if layers is None or any(layer.dtype_policy.compute_dtype != "float32" for layer in layers):
+        return []
+    # (layer, its call directly, it takes training); layer.call is looked up at each step, so that
+    # a batch norm swapped in the same block runs its fused call
+    steps = [(layer, type(layer) in DIRECT_LAYERS, "training" in inspect.signature(layer.call).parameters)
+             for layer in layers]
+
+    def call(inputs, training=None, mask=None):
+        x = inputs
+        for layer, direct, takes_training in steps:
+            fn = layer.call if direct else layer  # otherwise through Layer.__call__
+            x = fn(x, training=training) if takes_training else fn(x)
+        return x
+
+    return [(model, call)]
+
+
+@contextlib.contextmanager
+def _fast_path(model, enabled: bool, make_swaps):
+    """Inside the block, the swaps ``make_swaps(model)`` gives; none when not ``enabled`` or when
+    :func:`unsupported` gives a reason (then logged once as a warning). Yields the objects swapped."""
+    reason = unsupported(model) if enabled else None
+    if reason is not None and keras.backend.backend() == "torch":
+        log.warning(f"Warning: training without kcnn's fast path ({reason}): stock Keras, same math, slower")
+    swaps = make_swaps(model) if enabled and reason is None else []
+    with _swapped_calls(swaps) as swapped:
+        yield swapped
+
+
+@contextlib.contextmanager
+def fused_batch_norm(model, enabled: bool = True):
+    """Inside the block, ``model``'s BatchNormalization layers train with torch's fused kernel.
+
+    A no-op on other backends, with ``enabled=False``, or for layers :func:`_fusable` refuses.
+
+    Yields:
+        The layers switched (empty when none).
+
+    Raises:
+        RuntimeError: the model's layers are already switched (a block inside another).
+    """
+    with _fast_path(model, enabled, _batch_norm_swaps) as swapped:
+        yield swapped
 
 
 @contextlib.contextmanager
@@ -114,96 +208,25 @@ def direct_forward(model, enabled: bool = True):
     Keras' ``Layer.__call__`` spends Python time per layer and step on argument conversion, dtype
     standardization, name scopes and tree flattening. On ``net24k`` that is most of a training
     step (``docs/performance.md``). This forward passes the tensors straight from one layer's
-    ``call`` to the next, with ``training`` for the layers that take it; the preprocessing layers
-    still go through ``__call__``. It is the same sequence of ops. It is a no-op (yields False)
-    on other backends, for models that are not a chain (a branch, several inputs), and under a
-    mixed-precision policy, whose casts ``__call__`` does.
+    ``call`` to the next, with ``training`` for the layers that take it; layers outside
+    :data:`DIRECT_LAYERS` still go through ``__call__``. It is the same sequence of ops. It is a
+    no-op (yields False) on other backends, for models that are not a chain (a branch, several
+    inputs), and under a mixed-precision policy.
+
+    Raises:
+        RuntimeError: the model is already switched (a block inside another).
     """
-    import keras
-
-    layers = _chain(model) if enabled and keras.backend.backend() == "torch" else None
-    if layers is not None and any(layer.dtype_policy.compute_dtype != "float32" for layer in layers):
-        layers = None
-    if layers is None:
-        yield False
-        return
-    steps = [(layer if _is_preprocessing(layer) else layer.call, getattr(layer, "_call_has_training_arg", False))
-             for layer in layers]
-
-    def call(inputs, training=None, mask=None):
-        x = inputs
-        for fn, takes_training in steps:
-            x = fn(x, training=training) if takes_training else fn(x)
-        return x
-
-    object.__setattr__(model, "call", call)
-    try:
-        yield True
-    finally:
-        object.__delattr__(model, "call")
-
-
-def _bias_fusable(layer) -> bool:
-    """A built stock ``Conv2D`` (channels_first, stride 1 or valid padding, no dilation, one group) or
-    ``Dense`` with a bias and neither LoRA nor quantization."""
-    import keras
-
-    if type(layer) not in (keras.layers.Conv2D, keras.layers.Dense):
-        return False
-    plain = (layer.built and layer.use_bias and not getattr(layer, "lora_enabled", False)
-             and getattr(layer, "quantization_mode", None) is None)
-    if type(layer) is keras.layers.Conv2D:
-        return (plain and layer.data_format == "channels_first" and layer.groups == 1
-                and tuple(layer.dilation_rate) == (1, 1) and all(k % 2 for k in layer.kernel_size)
-                and (layer.padding == "valid" or tuple(layer.strides) == (1, 1)))
-    return plain
-
-
-def _bias_call(layer, stock_call):
-    """``layer.call`` as one torch op with its bias (``conv2d``, ``linear``) for float32 inputs."""
-    import keras
-    import torch
-    import torch.nn.functional as F
-
-    if isinstance(layer, keras.layers.Conv2D):  # Keras' "same" at stride 1, odd kernel: symmetric padding
-        rank, padding = 4, tuple(k // 2 for k in layer.kernel_size) if layer.padding == "same" else 0
-
-        def op(x):  # kernel (kh, kw, in, out) -> torch's (out, in, kh, kw)
-            return F.conv2d(x, layer.kernel.value.permute(3, 2, 0, 1), layer.bias.value, layer.strides, padding)
-    else:
-        rank = 2
-
-        def op(x):
-            return F.linear(x, layer.kernel.value.T, layer.bias.value)
-
-    def call(inputs, *args, **kwargs):
-        if inputs.dtype != torch.float32 or inputs.ndim != rank:
-            return stock_call(inputs, *args, **kwargs)
-        outputs = op(inputs)
-        return layer.activation(outputs) if layer.activation is not None else outputs
-
-    return call
-
-
-@contextlib.contextmanager
-def fused_bias(model, enabled: bool = True):
-    """Inside the block, ``model``'s ``Conv2D`` and ``Dense`` layers run as one torch op with their
-    bias (``torch.nn.functional.conv2d`` / ``linear``), where Keras adds the bias as an op of its own
-    (11 adds per ``cnn3`` step, ``docs/performance.md``). Same math; the activation follows as in
-    Keras. A no-op on other backends, with ``enabled=False``, and for layers :func:`_bias_fusable`
-    refuses; non-float32 inputs run the stock ``call``.
-
-    Yields:
-        The layers switched.
-    """
-    with _swapped_calls(model, enabled, _bias_fusable, _bias_call) as layers:
-        yield layers
+    with _fast_path(model, enabled, _direct_swaps) as swapped:
+        yield bool(swapped)
 
 
 @contextlib.contextmanager
 def training_fast_path(model, enabled: bool = True):
-    """:func:`fused_batch_norm`, :func:`fused_bias` and :func:`direct_forward` together (the direct
-    forward last, so that it calls the switched layers); yields ``(switched BN layers, direct forward on)``."""
-    with fused_batch_norm(model, enabled) as layers, fused_bias(model, enabled), \
-            direct_forward(model, enabled) as direct:
-        yield layers, direct
+    """:func:`fused_batch_norm` and :func:`direct_forward` together (the direct forward second, so that
+    it calls the switched layers); yields ``(switched BN layers, direct forward on)``.
+
+    Raises:
+        RuntimeError: the model is already inside a fast-path block.
+    """
+    with _fast_path(model, enabled, lambda m: _batch_norm_swaps(m) + _direct_swaps(m)) as swapped:
+        yield [obj for obj in swapped if obj is not model], any(obj is model for obj in swapped)

@@ -26,13 +26,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
 
+from kcnn.errors import DataError
+
 #: Largest image accepted, in pixels (PIL's own default guard is ~89 Mpx).
 MAX_PIXELS = 50_000_000
 #: File extensions treated as images when a folder is searched.
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
-class ImageError(ValueError):
+class ImageError(DataError):
     """An input image cannot be read or used; the message names the file."""
 
 

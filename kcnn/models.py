@@ -18,12 +18,15 @@ tensorflow and jax backends alike.
 from __future__ import annotations
 
 import difflib
+import inspect
 import math
 from typing import Callable
 
 import keras
 import numpy as np
 from keras import layers
+
+from kcnn.errors import UsageError
 
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
 
@@ -42,18 +45,28 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def reference_input_shape(name: str) -> tuple[int, int, int]:
+    """``(H, W, C)`` of the images an architecture was designed for: its builder's default
+    ``input_shape`` (``cnn3``: CIFAR-10's ``(32, 32, 3)``; ``net24k``: MNIST's ``(28, 28, 1)``).
+
+    Raises:
+        UsageError: unknown name.
+    """
+    return tuple(inspect.signature(_REGISTRY[check_model_name(name)]).parameters["input_shape"].default)
+
+
 def check_model_name(name: str) -> str:
     """Return ``name`` if registered.
 
     Raises:
-        ValueError: unknown name; the message lists the valid names and the
+        UsageError: unknown name; the message lists the valid names and the
             closest match.
     """
     if name in _REGISTRY:
         return name
     close = difflib.get_close_matches(str(name), list_models(), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise ValueError(
+    raise UsageError(
         f"Unknown model {name!r}; valid models: {', '.join(list_models())}.{hint}"
     )
 
@@ -93,21 +106,21 @@ def create_model(
         the architecture's name.
 
     Raises:
-        ValueError: unknown name, an input shape that is not ``(H, W, C)`` with
+        UsageError: unknown name, an input shape that is not ``(H, W, C)`` with
             C in {1, 3}, ``num_classes < 2`` or an unknown data_format.
     """
     check_model_name(name)
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 3 or input_shape[-1] not in (1, 3) or min(input_shape) < 1:
-        raise ValueError(
+        raise UsageError(
             "input_shape must be (height, width, channels) with 1 or 3 channels. "
             f"Received: input_shape={input_shape}"
         )
     if int(num_classes) < 2:
-        raise ValueError(f"num_classes must be >= 2. Received: num_classes={num_classes}")
+        raise UsageError(f"num_classes must be >= 2. Received: num_classes={num_classes}")
     data_format = data_format or default_data_format()
     if data_format not in ("channels_first", "channels_last"):
-        raise ValueError("data_format must be 'channels_first' or 'channels_last'. "
+        raise UsageError("data_format must be 'channels_first' or 'channels_last'. "
                          f"Received: data_format={data_format!r}")
     return _REGISTRY[name](input_shape, int(num_classes), data_format=data_format)
 
@@ -127,7 +140,7 @@ def to_channels_last(model: keras.Model) -> keras.Model:
         ``model`` itself when no layer is channels_first, else a new uncompiled model.
 
     Raises:
-        ValueError: ``model.name`` is not a registered architecture.
+        UsageError: ``model.name`` is not a registered architecture.
     """
     if all(getattr(layer, "data_format", None) != "channels_first" for layer in model.layers):
         return model
@@ -167,10 +180,8 @@ def torch_default_init(fan_in: int) -> dict:
     biases: both are ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``, i.e. Keras'
     ``VarianceScaling(scale=1/3, mode="fan_in", distribution="uniform")`` for the
     kernel. Keras' own default (Glorot-uniform kernel, zero bias) makes the softmax
-    layer's weights about 2.4x larger on a 128-wide input, and on CIFAR-10 ``cnn2``
-    then learns much slower: 21.0% mean train accuracy over the first 200 steps of
-    Adam 1e-3 at batch 64, against 31.4% with these initializers and PyTorch's
-    BatchNormalization settings (README, "Initialization").
+    layer's weights about 2.4x larger on a 128-wide input, and the networks then learn
+    far slower (measured in docs/models.md, "Initialization").
 
     Args:
         fan_in: inputs per output unit (``in_channels * kh * kw`` for a conv,
@@ -305,12 +316,12 @@ def first_conv(model: keras.Model) -> layers.Conv2D:
     """The model's first ``Conv2D`` layer, in the functional graph's order.
 
     Raises:
-        ValueError: the model has no ``Conv2D`` layer.
+        UsageError: the model has no ``Conv2D`` layer.
     """
     for layer in model.layers:
         if isinstance(layer, layers.Conv2D):
             return layer
-    raise ValueError(f"Model {model.name!r} has no Conv2D layer to whiten.")
+    raise UsageError(f"Model {model.name!r} has no Conv2D layer to whiten.")
 
 
 def whiten_first_conv(model: keras.Model, images, eps: float = WHITEN_EPS, batch_size: int = 250) -> np.ndarray:
@@ -343,13 +354,13 @@ def whiten_first_conv(model: keras.Model, images, eps: float = WHITEN_EPS, batch
         The patch covariance's eigenvalues, ``(kh * kw * C,)`` float64, largest first.
 
     Raises:
-        ValueError: no ``Conv2D`` layer, fewer than 2 images, or images whose shape is
+        UsageError: no ``Conv2D`` layer, fewer than 2 images, or images whose shape is
             not the model's input shape.
     """
     conv = first_conv(model)
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != tuple(model.input_shape[1:]) or len(images) < 2:
-        raise ValueError(f"whiten_first_conv needs at least 2 images of shape {tuple(model.input_shape[1:])}. "
+        raise UsageError(f"whiten_first_conv needs at least 2 images of shape {tuple(model.input_shape[1:])}. "
                          f"Received: images.shape={images.shape}")
     kh, kw, channels, filters = conv.kernel.shape
     to_conv = keras.Model(model.input, conv.input)

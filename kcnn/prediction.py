@@ -13,13 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from kcnn.errors import DataError, UsageError
 from kcnn.images import ImageError, find_images, read_image, to_model_input
 
 #: Datasets whose gray images are prepared the MNIST way (see kcnn.images.prepare_digit).
 DIGIT_DATASETS = ("mnist",)
 
 
-class ModelFileError(ValueError):
+class ModelFileError(DataError):
     """A model file is missing, corrupt, or not an image classifier; the message names it."""
 
 
@@ -170,10 +171,10 @@ def predict(inputs, models=None, *, top_k: int = 1, batch_size: int = 256, progr
     Raises:
         ModelFileError: a model file cannot be used, or no model was given and
             none is shipped.
-        ValueError: ``top_k`` or ``batch_size`` below 1.
+        UsageError: ``top_k`` or ``batch_size`` below 1.
     """
     if top_k < 1 or batch_size < 1:
-        raise ValueError(f"top_k and batch_size must be >= 1. Received: top_k={top_k}, batch_size={batch_size}")
+        raise UsageError(f"top_k and batch_size must be >= 1. Received: top_k={top_k}, batch_size={batch_size}")
     if models is None:
         models = shipped_models()
         if not models:

@@ -22,13 +22,14 @@ import shutil
 from pathlib import Path
 
 from kcnn import files
-from kcnn.config import TrainConfig
+from kcnn.config import FORMAT_VERSION, TrainConfig, migrate_record
+from kcnn.errors import UsageError
 
 #: Where runs go without --output: RUNS_DIR/{dataset}-{model}-{N}.
 RUNS_DIR = "runs"
 
 
-class RunFolderError(ValueError):
+class RunFolderError(UsageError):
     """An output folder holds a different or finished run."""
 
 
@@ -47,17 +48,6 @@ def read_history(path: str | Path) -> list[dict]:
             for row in rows]
 
 
-def logs_epoch_seconds(path: str | Path) -> bool:
-    """Whether a ``history.csv`` gets an ``epoch_seconds`` column: yes for a new file or one that has
-    it; no for one written before kcnn timed epochs, whose resumed rows must keep its header's
-    columns (``CSVLogger`` appends without rewriting the header)."""
-    path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
-        return True
-    with open(path, newline="") as f:
-        return "epoch_seconds" in next(csv.reader(f), [])
-
-
 def truncate_history(path: str | Path, epochs_done: int) -> None:
     """Keep only the rows of the first ``epochs_done`` epochs (a crash may leave one extra or a
     half-written row)."""
@@ -73,13 +63,6 @@ def truncate_history(path: str | Path, epochs_done: int) -> None:
                        if len(r) == len(header) and r[0].isdigit() and int(r[0]) < epochs_done]
     with files.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f).writerows(kept)
-
-
-def fit_seconds_all_epochs(history: list[dict]) -> dict:
-    """``{"fit_seconds": s}``, the summed ``epoch_seconds`` of every row (wall seconds over every call
-    of a resumed run), or ``{}`` when some row has none (folders from before kcnn timed epochs)."""
-    seconds = [row.get("epoch_seconds") for row in history]
-    return {"fit_seconds": round(sum(seconds), 1)} if seconds and None not in seconds else {}
 
 
 class RunFolder:
@@ -139,9 +122,31 @@ class RunFolder:
         metadata = self.backup / "training_metadata.json"
         return int(json.loads(metadata.read_text())["epoch"]) if metadata.exists() else 0
 
+    def migrate(self) -> None:
+        """Bring the folder's ``config.json`` and ``history.csv`` to :data:`kcnn.config.FORMAT_VERSION`
+        (:func:`kcnn.config.migrate_record`); a ``history.csv`` without ``epoch_seconds`` gets the
+        column, ``NA`` in the rows of epochs nobody timed, in the order Keras' ``CSVLogger`` writes it
+        (``epoch``, then the other keys sorted), so the resumed epochs append under the same header."""
+        record = json.loads(self.config.read_text())
+        if record.get("format_version") == FORMAT_VERSION:
+            return
+        if self.history.exists():
+            with open(self.history, newline="") as f:
+                rows = list(csv.DictReader(f))
+            if rows and "epoch_seconds" not in rows[0]:
+                header = ["epoch", *sorted([*(k for k in rows[0] if k != "epoch"), "epoch_seconds"])]
+                with files.atomic_path(self.history) as tmp, open(tmp, "w", newline="") as f:
+                    writer = csv.DictWriter(f, header, restval="NA")
+                    writer.writeheader()
+                    writer.writerows(rows)
+        self.write_json("config.json", migrate_record(record))
+
     def start(self, resume: bool) -> int:
-        """Make the folder and bring ``history.csv`` in line with the backup; returns the epochs done."""
+        """Make the folder (migrated, when it resumes) and bring ``history.csv`` in line with the
+        backup; returns the epochs done."""
         self.path.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.migrate()
         done = self.epochs_done() if resume else 0
         truncate_history(self.history, done)
         if done == 0:

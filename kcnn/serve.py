@@ -23,11 +23,16 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import threading
 from pathlib import Path
 
 # FastAPI reads the endpoints' annotations by name, so Request must be a module global.
 from fastapi import Request
+
+from kcnn.errors import UsageError
+
+log = logging.getLogger(__name__)
 
 #: Largest upload accepted, bytes (the request body, multipart or raw).
 MAX_UPLOAD_BYTES = 20 * 2**20
@@ -97,14 +102,14 @@ def load_models(paths) -> dict:
 
     Raises:
         kcnn.prediction.ModelFileError: a file cannot be used, or none is given and none is shipped.
-        ValueError: two models have the same name (file stem).
+        UsageError: two models have the same name (file stem).
     """
     from kcnn.prediction import load_classifiers
 
     models = {}
     for clf in load_classifiers(paths):
         if clf.name in models:
-            raise ValueError(f"two models are named {clf.name!r} ({models[clf.name].clf.path}, {clf.path}); "
+            raise UsageError(f"two models are named {clf.name!r} ({models[clf.name].clf.path}, {clf.path}); "
                              "rename one file")
         models[clf.name] = ServedModel(clf)
     return models
@@ -195,7 +200,7 @@ async def read_upload(request) -> tuple[bytes, str]:
 
 
 def check_port(host: str, port: int) -> None:
-    """Raise ``ValueError`` when ``host:port`` cannot be bound (in use, or not this machine's address)."""
+    """Raise ``UsageError`` when ``host:port`` cannot be bound (in use, or not this machine's address)."""
     import socket
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -204,23 +209,24 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as e:
-            raise ValueError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
+            raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
 
 
-def serve(paths=(), host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, log=print) -> None:
+def serve(paths=(), host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     """Load ``paths`` (none: the shipped models) and serve them until Ctrl-C (uvicorn, one process).
+    The address goes to the ``kcnn.serve`` logger (INFO), a warning for a host outside loopback (WARNING).
 
     Raises:
-        ValueError: the port cannot be bound; a model cannot be loaded (``ModelFileError``).
+        UsageError: the port cannot be bound; a model cannot be loaded (``ModelFileError``).
     """
     import uvicorn
 
     check_port(host, port)
     models = load_models(paths)
     if host not in LOOPBACK:
-        log(f"Warning: --host {host} serves these models to every machine that can reach this one; "
+        log.warning(f"Warning: --host {host} serves these models to every machine that can reach this one; "
             "kcnn serve has no authentication")
     url_host = f"[{host}]" if ":" in host else host
-    log(f"kcnn serve: http://{url_host}:{port}/ with {', '.join(models)}; API: POST /predict, GET /models, "
+    log.info(f"kcnn serve: http://{url_host}:{port}/ with {', '.join(models)}; API: POST /predict, GET /models, "
         "GET /health; Ctrl-C stops")
     uvicorn.run(create_app(models), host=host, port=port, log_level="warning")

@@ -10,14 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import math
+import resource
+import sys
 import time
 from pathlib import Path
 
+import keras
+
 import kcnn
 from kcnn import config as configs
+from kcnn import data, figures, models
+from kcnn.callbacks import make_callbacks
 from kcnn.config import TrainConfig
-from kcnn.runs import RunFolder, fit_seconds_all_epochs, truncate_history
+from kcnn.device import describe_device, distribution_scope, resolve_device, resolve_devices, runtime_versions
+from kcnn.errors import DataError, UsageError
+from kcnn.evaluation import evaluate_arrays, predict_probs
+from kcnn.fused import training_fast_path
+from kcnn.prediction import load_classifier
+from kcnn.runs import RunFolder, truncate_history
+
+log = logging.getLogger(__name__)
 
 #: onecycle: fraction of all steps spent warming up from lr/25 to lr (Smith & Topin 2017's shape).
 ONECYCLE_WARMUP = 0.2
@@ -25,7 +39,7 @@ ONECYCLE_WARMUP = 0.2
 STEP_BOUNDARIES, STEP_FACTOR = (0.5, 0.75), 0.1
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(DataError):
     """The loss became NaN or Inf; the message names the epoch and step, and the kept checkpoint."""
 
 
@@ -49,8 +63,7 @@ class TrainResult:
 
 
 def train(dataset: str | None = None, config: TrainConfig | None = None, *, output: str | Path | None = None,
-          overwrite: bool = False, verbose: int | str = "auto", callbacks=(), log=print,
-          **overrides) -> TrainResult:
+          overwrite: bool = False, verbose: int | str = "auto", callbacks=(), **overrides) -> TrainResult:
     """Train a registered model on a TFDS dataset; the Python API of ``kcnn train``.
 
     Args:
@@ -63,58 +76,58 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
         overwrite: delete what ``output`` holds and start again.
         verbose: Keras ``fit`` verbosity (``"auto"``: a progress bar).
         callbacks: extra Keras callbacks, run before kcnn's own.
-        log: prints one line of progress.
         **overrides: :class:`kcnn.config.TrainConfig` fields (``model="net24k"``, ``epochs=2``,
             ``recipe="cifar"``, ``batch_size=32``...); None values are ignored.
 
     Returns:
         A :class:`TrainResult`.
 
+    Progress (the header, the dataset, the results table) goes to the ``kcnn.training`` logger at
+    level INFO: the command line prints it; a Python caller sees it under its own logging setup.
+
     Raises:
-        ValueError: unknown model, dataset, recipe or setting, a value out of range, or CUDA asked
+        UsageError: unknown model, dataset, recipe or setting, a value out of range, or CUDA asked
             for and not available.
         kcnn.runs.RunFolderError: ``output`` holds another or a finished run.
         kcnn.data.DataNotFoundError: the dataset is not prepared in the data_dir.
         TrainingDiverged: the loss became NaN/Inf (last good checkpoint and backup kept).
         KeyboardInterrupt: Ctrl-C; the last completed epoch is saved, re-running resumes.
     """
-    import keras
-
-    from kcnn import data
-    from kcnn.device import distribution_scope, resolve_device, resolve_devices, runtime_versions
-
     config, info = resolve_config(dataset, config, overrides)
     device = resolve_device(config.device)  # these fail before any folder is made
     devices = resolve_devices(config.devices, config.device)
     run, resume = RunFolder.resolve(config, output, overwrite)
     versions = runtime_versions()
-    log(_header(device, versions, devices))
-    log(f"dataset {info.describe()}")
+    log.info(_header(device, versions, devices))
+    log.info(f"dataset {info.describe()}")
     keras.utils.set_random_seed(config.seed)
-    ds = data.load_datasets(config.dataset, data_dir=config.data_dir, batch_size=config.batch_size,
-                            val_split=config.val_split, augment=config.augment, seed=config.seed, info=info)
+    ds = data.load_datasets(info, batch_size=config.batch_size, val_split=config.val_split, augment=config.augment,
+                            seed=config.seed, one_hot=bool(config.label_smoothing))
     info = ds.info  # a folder's with its validation files cut
     if ds.skipped:
-        log(_describe_skipped(ds.skipped))
+        log.warning(_describe_skipped(ds.skipped))
     epochs_done = run.start(resume)
     run.write_json("config.json", _config_record(config, info, ds, device, versions, devices))
     monitor = "val_accuracy" if ds.val is not None else "accuracy"  # the logged metric that picks the checkpoint
-    log(f"run folder: {run.path}" + (f" (resuming after epoch {epochs_done})" if resume else ""))
+    log.info(f"run folder: {run.path}" + (f" (resuming after epoch {epochs_done})" if resume else ""))
     # Keras' torch backend takes "cuda:N"; tensorflow and jax call the same device "gpu:N".
     keras_device = device if keras.backend.backend() == "torch" else device.replace("cuda", "gpu")
     # with several devices the distribution places the weights and batches; the test runs on one
     placement = keras.device(keras_device) if not devices else contextlib.nullcontext()
     with placement, _dtype_policy(config.mixed_precision):
         with distribution_scope(devices):
-            net = build_model(config, info, ds, fresh=epochs_done == 0, log=log)
-            fit_seconds = _fit(net, ds, run, config, monitor, callbacks, verbose, log)
+            net = build_model(config, info, ds, fresh=epochs_done == 0)
+            fit_seconds = _fit(net, ds, run, config, monitor, callbacks, verbose)
         history = run.read_history()
         metrics = _test_metrics(net, run, config, info, history, monitor)
-    metrics.update(fit_seconds_this_call=round(fit_seconds, 1), **fit_seconds_all_epochs(history),
-                   peak_rss_gib=round(peak_rss_gib(), 2), skipped_files=len(ds.skipped))
+    seconds = [row.get("epoch_seconds") for row in history]
+    if seconds and None not in seconds:  # every epoch timed (a migrated run's first ones are not)
+        metrics["fit_seconds"] = round(sum(seconds), 1)
+    metrics.update(fit_seconds_this_call=round(fit_seconds, 1), peak_rss_gib=round(peak_rss_gib(), 2),
+                   skipped_files=len(ds.skipped))
     run.write_json("metrics.json", metrics)
     run.finish()
-    log(format_results(history, metrics, monitor))
+    log.info(format_results(history, metrics, monitor))
     return TrainResult(run_dir=run.path, config=config, metrics=metrics, history=history,
                        resumed_from_epoch=epochs_done)
 
@@ -124,15 +137,13 @@ def resolve_config(dataset: str | None, config: TrainConfig | None, overrides: d
     downloaded first when it is a TFDS dataset the data_dir lacks (unless ``download=False``).
 
     Raises:
-        ValueError: no dataset, unknown model/recipe/setting, a value out of range, a batch larger
+        UsageError: no dataset, unknown model/recipe/setting, a value out of range, a batch larger
             than the training split.
         kcnn.data.DataNotFoundError: the dataset is not prepared and cannot be downloaded.
     """
-    from kcnn import data, models
-
     name = dataset or (config.dataset if config else None)
     if name is None:
-        raise ValueError("train needs a dataset or a config. Received: dataset=None, config=None")
+        raise UsageError("train needs a dataset or a config. Received: dataset=None, config=None")
 
     def setting(key):  # given, else the config's, else the field default: what the data is read with
         given = overrides.get(key)
@@ -148,10 +159,11 @@ def resolve_config(dataset: str | None, config: TrainConfig | None, overrides: d
 
 
 def check_batch_size(config: TrainConfig, info) -> None:
-    """Raise ``ValueError`` when one batch is larger than the training split (after the validation cut)."""
-    num_train = info.num_train - round(info.num_train * config.val_split)
+    """Raise ``UsageError`` when one batch is larger than the training split (after the validation
+    cut, which a folder with its own ``val/`` does not make)."""
+    num_train = info.train_size(config.val_split)
     if config.batch_size > num_train:
-        raise ValueError(f"batch_size is larger than the {num_train:,} training images of {info.name} "
+        raise UsageError(f"batch_size is larger than the {num_train:,} training images of {info.name} "
                          f"(after the validation split). Received: batch_size={config.batch_size}")
 
 
@@ -173,10 +185,9 @@ def _header(device: str, v: dict, devices=()) -> str:
 
 def _config_record(config: TrainConfig, info, ds, device: str, versions: dict, devices=()) -> dict:
     """What ``config.json`` holds: the settings, what they resolved to (the backend in ``versions``),
-    the dataset and versions."""
-    from kcnn.device import describe_device
-
+    the dataset and versions, in format :data:`kcnn.config.FORMAT_VERSION`."""
     return {
+        "format_version": configs.FORMAT_VERSION,
         "settings": config.to_dict(),
         "resolved": {"device": device, "devices": list(devices) or [device], "machine": describe_device(device),
                      "steps_per_epoch": math.ceil(ds.num_train / config.batch_size),
@@ -188,39 +199,32 @@ def _config_record(config: TrainConfig, info, ds, device: str, versions: dict, d
     }
 
 
-def build_model(config: TrainConfig, info, ds, fresh: bool = True, log=print):
-    """The compiled ``keras.Model`` of ``config``; with ``fresh`` and ``config.whiten``, its first conv
-    whitened on the first :data:`kcnn.config.WHITEN_IMAGES` training images (a resumed run restores
-    its weights instead). With label smoothing, ``ds.train`` and ``ds.val`` get one-hot labels."""
-    from kcnn import data, models
-
+def build_model(config: TrainConfig, info, ds, fresh: bool = True):
+    """The compiled ``keras.Model`` of ``config``, its loss matching the labels ``ds`` gives
+    (:func:`make_loss`); with ``fresh`` and ``config.whiten``, its first conv whitened on the first
+    :data:`kcnn.config.WHITEN_IMAGES` training images (a resumed run restores its weights instead)."""
     net = models.create_model(config.model, info.image_shape, info.num_classes)
     if config.whiten and fresh:
         count = min(configs.WHITEN_IMAGES, ds.num_train)
-        images = data.load_split_arrays(config.dataset, f"train[:{count}]", config.data_dir, info=info)[0]
+        images = data.load_split_arrays(info, f"train[:{count}]")[0]
         eigenvalues = models.whiten_first_conv(net, images)
-        log(f"first conv whitened on {len(images)} training images (leading patch variances "
+        log.info(f"first conv whitened on {len(images)} training images (leading patch variances "
             f"{', '.join(f'{v:.3g}' for v in eigenvalues[:3])})")
     steps_per_epoch = math.ceil(ds.num_train / config.batch_size)
     schedule = make_lr_schedule(config.lr_schedule, config.lr, steps_per_epoch, config.epochs)
     loss, metric = make_loss(config.label_smoothing)
-    if config.label_smoothing:
-        ds.train, ds.val = (_one_hot_labels(d, info.num_classes) for d in (ds.train, ds.val))
     net.compile(optimizer=make_optimizer(config.optimizer, schedule, config.weight_decay, config.ema),
                 loss=loss, metrics=[metric])
     return net
 
 
-def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callbacks, verbose, log) -> float:
+def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callbacks, verbose) -> float:
     """``net.fit`` into ``run``; returns the wall seconds of this call's fit.
 
     Raises:
         TrainingDiverged: the loss became NaN/Inf (the history is cut back to the last good epoch).
         KeyboardInterrupt: Ctrl-C, after the last completed epoch is saved.
     """
-    from kcnn.callbacks import make_callbacks
-    from kcnn.fused import training_fast_path
-
     best = max((row[monitor] for row in run.read_history() if monitor in row), default=None)
     callbacks = make_callbacks(run, monitor, best, datasets=ds, seed=config.seed, ema=bool(config.ema),
                                tensorboard=config.tensorboard, extra=list(extra_callbacks))
@@ -230,7 +234,7 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
             net.fit(ds.train, validation_data=ds.val, epochs=config.epochs, verbose=verbose, shuffle=False,
                     callbacks=callbacks.all)
     except KeyboardInterrupt:
-        log(f"\nInterrupted. The last completed epoch is saved in {run.path}; re-run the same command to resume.")
+        log.warning(f"\nInterrupted. The last completed epoch is saved in {run.path}; re-run the same command to resume.")
         raise
     finally:
         callbacks.interrupt.restore()  # give Ctrl-C back to Python
@@ -247,14 +251,10 @@ def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list,
     """Test figures of ``model.keras`` (with ``evaluation/`` and ``curves.png`` written), of the last
     epoch's weights in ``net`` when another epoch was kept, and with test-time flip averaging for
     colour datasets and runs trained with flips."""
-    import keras
-
-    from kcnn import data, figures
-    from kcnn.evaluation import evaluate, predict_probs
-
     figures.plot_history(history, run.curves, title=f"{run.path.name}: {config.model} on {config.dataset}")
-    evaluation = evaluate(run.model, config.dataset, data_dir=config.data_dir, output=run.evaluation,
-                          info=info, log=lambda line: None)
+    images, labels = data.load_split_arrays(info, "test")  # decoded once, for every figure below
+    clf = load_classifier(run.model)
+    evaluation = evaluate_arrays(clf, images, labels, info, output=run.evaluation)
     best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
     metrics = {"test_accuracy": float(evaluation["accuracy"]), "test_loss": float(evaluation["loss"]),
                "final_test_accuracy": float(evaluation["accuracy"]), "test_examples": int(evaluation["examples"]),
@@ -262,9 +262,6 @@ def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list,
                "epochs": len(history)}
     last_is_best = not history or best_row is history[-1]
     mirror = info.image_shape[-1] == 3 or "flip" in config.augment
-    if last_is_best and not mirror:
-        return metrics
-    images, labels = data.load_split_arrays(config.dataset, "test", config.data_dir, info=info)
 
     def accuracy(model, tta="none"):
         return float((predict_probs(model, images, tta=tta).argmax(axis=1) == labels).mean())
@@ -272,7 +269,7 @@ def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list,
     if not last_is_best:  # net holds the last epoch's weights
         metrics["final_test_accuracy"] = accuracy(net)
     if mirror:
-        metrics["test_accuracy_tta_flip"] = accuracy(keras.saving.load_model(run.model), tta="flip")
+        metrics["test_accuracy_tta_flip"] = accuracy(clf.model, tta="flip")
     return metrics
 
 
@@ -286,10 +283,8 @@ def make_lr_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int):
     one-cycle shape, from Keras' own schedule).
 
     Raises:
-        ValueError: unknown schedule name.
+        UsageError: unknown schedule name.
     """
-    import keras
-
     total = max(1, steps_per_epoch * epochs)
     if name == "constant":
         return lr
@@ -304,7 +299,7 @@ def make_lr_schedule(name: str, lr: float, steps_per_epoch: int, epochs: int):
         return keras.optimizers.schedules.CosineDecay(  # a run of one step: no cosine part (Keras needs 1)
             lr / 25, decay_steps=max(1, total - warmup), warmup_target=lr, warmup_steps=warmup
         )
-    raise ValueError(
+    raise UsageError(
         f"Unknown lr_schedule; valid: {', '.join(configs.LR_SCHEDULES)}. Received: lr_schedule={name!r}"
     )
 
@@ -318,16 +313,14 @@ def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0, ema: flo
             ``ema_momentum``; Polyak & Juditsky 1992).
 
     Raises:
-        ValueError: unknown optimizer name.
+        UsageError: unknown optimizer name.
     """
-    import keras
-
     options = dict(weight_decay=weight_decay or None, use_ema=bool(ema), ema_momentum=ema or 0.99)
     if name == "adam":
         return keras.optimizers.Adam(learning_rate, **options)
     if name == "sgd":
         return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True, **options)
-    raise ValueError(f"Unknown optimizer; valid: {', '.join(configs.OPTIMIZERS)}. Received: optimizer={name!r}")
+    raise UsageError(f"Unknown optimizer; valid: {', '.join(configs.OPTIMIZERS)}. Received: optimizer={name!r}")
 
 
 def make_loss(label_smoothing: float = 0.0):
@@ -337,29 +330,15 @@ def make_loss(label_smoothing: float = 0.0):
     ``keras.losses.CategoricalCrossentropy(label_smoothing=...)``, which needs one-hot
     labels ``(batch, num_classes)``, with ``categorical_accuracy`` logged as ``accuracy``.
     """
-    import keras
-
     if not label_smoothing:
         return "sparse_categorical_crossentropy", "accuracy"
     return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
             keras.metrics.CategoricalAccuracy(name="accuracy"))
 
 
-def _one_hot_labels(dataset, num_classes: int):
-    """``(images, labels (batch,))`` batches as ``(images, one_hot (batch, num_classes) float32)``; None stays None."""
-    if dataset is None:
-        return None
-    import tensorflow as tf
-
-    return dataset.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)),
-                       num_parallel_calls=tf.data.AUTOTUNE)
-
-
 @contextlib.contextmanager
 def _dtype_policy(mixed_precision: str | None):
     """Keras' ``mixed_{mixed_precision}`` dtype policy inside the block, the previous one after."""
-    import keras
-
     previous = keras.config.dtype_policy()
     if mixed_precision is not None:
         keras.config.set_dtype_policy(f"mixed_{mixed_precision}")
@@ -371,9 +350,6 @@ def _dtype_policy(mixed_precision: str | None):
 
 def peak_rss_gib() -> float:
     """Peak resident memory of this process so far, GiB (Linux reports KiB, macOS bytes)."""
-    import resource
-    import sys
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**30 if sys.platform == "darwin" else peak / 2**20
 

@@ -32,7 +32,7 @@ import numpy as np
 
 import kcnn  # noqa: F401  (sets KERAS_BACKEND=torch unless chosen)
 from kcnn.device import select_backend
-from kcnn.fused import direct_forward, fused_batch_norm, fused_bias
+from kcnn.fused import direct_forward, fused_batch_norm
 from kcnn.runs import RunFolder
 
 LR = 2e-3  # Adam learning rate (constant in both paths)
@@ -158,11 +158,10 @@ class TorchLoop:
 
 class KcnnLoop:
     """kcnn's path: TFDS pipeline with default augmentation, model.fit with kcnn's callbacks and, as
-    ``kcnn train`` does, torch's fused batch norm, conv and dense with their bias in one op, and the
-    direct forward (``fused=False``: Keras' stock BatchNormalization; ``bias=False``: Keras' separate
-    bias add; ``direct=False``: Keras' ``Layer.__call__`` for every layer)."""
+    ``kcnn train`` does, torch's fused batch norm and the direct forward (``fused=False``: Keras' stock
+    BatchNormalization; ``direct=False``: Keras' ``Layer.__call__`` for every layer)."""
 
-    def __init__(self, dataset, name, data_dir, seed=0, fused=True, direct=True, bias=True):
+    def __init__(self, dataset, name, data_dir, seed=0, fused=True, direct=True):
         import keras
 
         from kcnn import data, models, training
@@ -173,14 +172,13 @@ class KcnnLoop:
         info = data.load_info(dataset, data_dir)
         recipe = resolve(dataset, info.image_shape, model=name)  # what `kcnn train DATASET --model NAME` uses
         self.batch, self.policy = recipe.batch_size, recipe.augment
-        self.ds = data.load_datasets(dataset, data_dir=data_dir, batch_size=self.batch, augment=self.policy,
-                                     seed=seed, info=info)
+        self.ds = data.load_datasets(info, batch_size=self.batch, augment=self.policy, seed=seed)
         self.train_iter = self.ds.train.repeat()
         info = self.ds.info
         self.model = models.create_model(name, info.image_shape, info.num_classes)
         self.model.compile(optimizer=training.make_optimizer("adam", LR), loss="sparse_categorical_crossentropy",
                            metrics=["accuracy"])
-        self.make_callbacks, self.epoch, self.fused, self.direct, self.bias = make_callbacks, 0, fused, direct, bias
+        self.make_callbacks, self.epoch, self.fused, self.direct = make_callbacks, 0, fused, direct
         self.tmp = Path(tempfile.mkdtemp(prefix="kcnn-bench-"))
 
     def run(self, steps: int) -> float:
@@ -188,8 +186,7 @@ class KcnnLoop:
         run_dir.mkdir()
         callbacks = self.make_callbacks(RunFolder(run_dir), "accuracy", None).all
         start = time.perf_counter()
-        with fused_batch_norm(self.model, enabled=self.fused), fused_bias(self.model, enabled=self.bias), \
-                direct_forward(self.model, enabled=self.direct):
+        with fused_batch_norm(self.model, enabled=self.fused), direct_forward(self.model, enabled=self.direct):
             self.model.fit(self.train_iter, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=steps,
                            callbacks=callbacks, verbose=0, shuffle=False)
         self.epoch += 1
@@ -241,12 +238,12 @@ def main(cases, steps, rounds, data_dir, pipeline, levers, backend, tf_threads):
     for case in cases:
         dataset, name = case.split(":")
         kc = KcnnLoop(dataset, name, data_dir)
-        images, labels = load_split_arrays(dataset, f"train[:{kc.ds.num_train}]", data_dir)
+        images, labels = load_split_arrays(kc.ds.info, f"train[:{kc.ds.num_train}]")
         ref = TorchLoop(name, images, labels, kc.policy, kc.batch)
         loops = [("kcnn", kc), ("torch", ref)]
-        if levers:  # without the newest lever (fused bias), and stock Keras
-            loops += [("kcnn, no fused bias", KcnnLoop(dataset, name, data_dir, bias=False)),
-                      ("kcnn, stock Keras", KcnnLoop(dataset, name, data_dir, fused=False, direct=False, bias=False))]
+        if levers:  # without the direct forward (fused batch norm only), and stock Keras
+            loops += [("kcnn, fused BN only", KcnnLoop(dataset, name, data_dir, direct=False)),
+                      ("kcnn, stock Keras", KcnnLoop(dataset, name, data_dir, fused=False, direct=False))]
         for _, loop in loops:
             loop.run(max(10, steps // 5))  # warm-up (also fills the tf.data cache)
         rates = {label: [] for label, _ in loops}
@@ -256,17 +253,17 @@ def main(cases, steps, rounds, data_dir, pipeline, levers, backend, tf_threads):
         k, r = float(np.median(rates["kcnn"])), float(np.median(rates["torch"]))
         pairs = [round(a / b, 2) for a, b in zip(rates["kcnn"], rates["torch"])]
         p = kc.pipeline_rate(steps * 2) if pipeline else float("nan")
-        no_bias, stock = (float(np.median(rates[label])) / r if label in rates else float("nan")
-                          for label in ("kcnn, no fused bias", "kcnn, stock Keras"))
-        rows.append((case, k, r, k / r, pairs, no_bias, stock, p, p / k))
+        bn_only, stock = (float(np.median(rates[label])) / r if label in rates else float("nan")
+                          for label in ("kcnn, fused BN only", "kcnn, stock Keras"))
+        rows.append((case, k, r, k / r, pairs, bn_only, stock, p, p / k))
         print(f"{case} (batch {kc.batch}, {kc.policy}): " + ", ".join(f"{label} {np.median(v):.0f} img/s {[round(x) for x in v]}"
                                       for label, v in rates.items()) + f", pipeline {p:.0f} img/s", flush=True)
     peak = peak_rss_gib()
-    print("\n| case | kcnn img/s | plain torch img/s | kcnn/torch (pairwise) | no fused bias/torch "
+    print("\n| case | kcnn img/s | plain torch img/s | kcnn/torch (pairwise) | fused BN only/torch "
           "| stock Keras/torch | pipeline img/s | pipeline/kcnn |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for case, k, r, ratio, pairs, no_bias, stock, p, pr in rows:
-        print(f"| {case} | {k:.0f} | {r:.0f} | {ratio:.2f} ({min(pairs)}-{max(pairs)}) | {no_bias:.2f} | {stock:.2f} "
+    for case, k, r, ratio, pairs, bn_only, stock, p, pr in rows:
+        print(f"| {case} | {k:.0f} | {r:.0f} | {ratio:.2f} ({min(pairs)}-{max(pairs)}) | {bn_only:.2f} | {stock:.2f} "
               f"| {p:.0f} | {pr:.1f}x |")
     print(f"peak RSS of this process: {peak:.2f} GiB")
 

@@ -60,8 +60,7 @@ def main() -> None:
     info = data.load_info(args.dataset, args.data_dir)
     rng = np.random.default_rng(args.seed)
     for split in ("train", "test"):
-        images, labels = data.load_split_arrays(args.dataset, split if args.limit is None
-                                                else f"{split}[:{args.limit}]", args.data_dir)
+        images, labels = data.load_split_arrays(info, split if args.limit is None else f"{split}[:{args.limit}]")
         base = args.root / split if args.layout == "splits" else args.root
         for name in info.class_names:
             (base / name).mkdir(parents=True, exist_ok=True)

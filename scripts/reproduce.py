@@ -157,7 +157,7 @@ def _read(name: str, row: Row, variant: str, seed: int) -> dict | None:
         return None
     config, shape = record["config"], record["config"]["dataset"]["image_shape"]
     now = today(row, variant, seed, shape)
-    stale = TrainConfig.from_dict(config["settings"], shape).differences(now)
+    stale = TrainConfig.from_record(config).differences(now)
     if finished:
         if not stale:
             RECORDS.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Shared fixtures: tiny prepared TFDS datasets from generated arrays, and the real data when present."""
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from PIL import Image
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+logging.getLogger("kcnn").setLevel(logging.INFO)  # caplog sees the Python API's progress lines
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -33,7 +33,7 @@ def config_of_command(command: str, image_shape):
 
 def tiny_train(data_dir, output, dataset="mnist", **overrides):
     """:func:`kcnn.train` of a tiny run into ``output``: :data:`FAST` settings unless overridden, silent."""
-    options = dict(FAST, data_dir=data_dir, output=str(output), verbose=0, log=lambda line: None)
+    options = dict(FAST, data_dir=data_dir, output=str(output), verbose=0)
     options.update(overrides)
     return train(dataset, **options)
 

@@ -123,11 +123,14 @@ if backend == "tensorflow":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from kcnn.device import select_backend
 select_backend(backend)
+import logging
 from kcnn import train
+logging.getLogger("kcnn").addHandler(logging.StreamHandler(sys.stdout))  # the run's lines, as a caller gets them
+logging.getLogger("kcnn").setLevel(logging.INFO)
 losses = {}
 for devices in (1, 2):
     result = train("mnist", model="net24k", epochs=3, batch_size=16, val_split=0.25, devices=devices,
-                   data_dir=data_dir, output=f"{out}/{devices}", verbose=0, log=print)
+                   data_dir=data_dir, output=f"{out}/{devices}", verbose=0)
     losses[devices] = [row["loss"] for row in result.history] + [result.metrics["test_loss"]]
 print(json.dumps(losses))
 """

@@ -51,6 +51,27 @@ def test_bad_arguments_exit_2_with_one_message(fake_data_dir, tmp_path, args, me
     assert "Traceback" not in result.output
 
 
+def test_usage_errors_exit_2_data_errors_exit_1_and_bugs_keep_their_traceback(fake_data_dir, tmp_path,
+                                                                              monkeypatch):
+    bad = run_cli("train", "mnist", "--data-dir", fake_data_dir, "--model", "cnn4", "--output", tmp_path / "r")
+    assert bad.exit_code == 2 and len(bad.output.strip().splitlines()) == 1
+    missing = run_cli("data", "mnist", "--data-dir", tmp_path / "empty", "--no-download")
+    assert missing.exit_code == 1 and missing.output.strip().startswith("Error: Dataset 'mnist' is not prepared")
+    assert len(missing.output.strip().splitlines()) == 1
+    from kcnn import models
+
+    def broken(name):  # a bug inside kcnn: a plain ValueError, not a kcnn error
+        raise ValueError("an internal mistake")
+
+    monkeypatch.setattr(models, "check_model_name", broken)
+    bug = run_cli("train", "mnist", "--data-dir", fake_data_dir, "--output", tmp_path / "r")
+    assert bug.exit_code == 1 and "Traceback (most recent call last)" in bug.output
+    assert "ValueError: an internal mistake" in bug.output and "in check_model_name" not in bug.output.split(
+        "Traceback")[0]
+    assert bug.output.strip().splitlines()[-1].startswith("Error: this is a bug in kcnn") and "kcnn env" in bug.output
+    assert not (tmp_path / "r").exists()
+
+
 def test_cuda_request_without_cuda_is_an_error(fake_data_dir, tmp_path):
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

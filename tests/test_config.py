@@ -73,11 +73,16 @@ def test_a_config_from_an_older_kcnn_loads_with_the_values_it_trained_with(tmp_p
     old = {"dataset": "mnist", "model": "cnn3", "epochs": 15, "recipe": "seed", "optimizer": "adam", "lr": 0.001,
            "lr_schedule": "constant", "weight_decay": 0.0, "augment": False, "batch_size": 64, "val_split": 0.1,
            "seed": 0, "device": "auto", "data_dir": None}  # before label smoothing, ema, whiten, mixed precision
-    config = TrainConfig.from_dict(old, GRAY)
+    config = TrainConfig.from_record({"settings": old, "dataset": {"image_shape": list(GRAY)}})  # format 1
     assert (config.augment, config.label_smoothing, config.ema, config.whiten, config.mixed_precision) == (
         "none", 0.0, 0.0, False, None)
     assert config.identity() == resolve("mnist", GRAY, recipe="baseline").identity()
-    assert TrainConfig.from_dict(dict(old, augment=True), COLOUR).augment == "crop_flip"  # the dataset's policy
+    colour = {"settings": dict(old, augment=True), "dataset": {"image_shape": list(COLOUR)}}
+    assert TrainConfig.from_record(colour).augment == "crop_flip"  # the dataset's policy
+    card = {"settings": dict(old, augment=True), "dataset": "cifar10", "input": {"shape": [None, *COLOUR]}}
+    assert TrainConfig.from_record(card).augment == "crop_flip"  # a model card gives the shape as its input's
+    with pytest.raises(ValueError, match=r"newer than this kcnn's 2; upgrade kcnn. Received: format_version=3"):
+        TrainConfig.from_record({"settings": config.to_dict(), "format_version": 3})
     path = tmp_path / "config.json"
     path.write_text(json.dumps({"settings": config.to_dict(), "dataset": {"image_shape": list(GRAY)}}))
     assert TrainConfig.load(path) == config

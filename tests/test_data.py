@@ -135,7 +135,7 @@ def test_unknown_dataset_name(tmp_path):
 
 
 def test_load_datasets_on_a_prepared_copy(fake_data_dir):
-    ds = data.load_datasets("cifar10", data_dir=fake_data_dir, batch_size=16, val_split=0.25)
+    ds = data.load_datasets(data.load_info("cifar10", fake_data_dir), batch_size=16, val_split=0.25)
     assert ds.info.class_names[0] == "airplane" and ds.info.num_classes == 10
     assert (ds.num_train, ds.num_val) == (48, 16)
     assert sum(int(x.shape[0]) for x, _ in ds.train) == 48
@@ -154,14 +154,14 @@ def test_train_pipeline_is_keyed_by_epoch(fake_data_dir):
     def first_batches(ds, n=2):
         return [(x.numpy(), y.numpy()) for (x, y), _ in zip(ds.train, range(n))]
 
-    ds = data.load_datasets("cifar10", data_dir=fake_data_dir, batch_size=16, val_split=0.25, seed=4)
+    ds = data.load_datasets(data.load_info("cifar10", fake_data_dir), batch_size=16, val_split=0.25, seed=4)
     zero = first_batches(ds)
     ds.set_epoch(1)
     one = first_batches(ds)
     ds.set_epoch(0)
     again = first_batches(ds)
     # A fresh pipeline (a resumed process) keyed to epoch 1 gives epoch 1's batches.
-    fresh = data.load_datasets("cifar10", data_dir=fake_data_dir, batch_size=16, val_split=0.25, seed=4)
+    fresh = data.load_datasets(data.load_info("cifar10", fake_data_dir), batch_size=16, val_split=0.25, seed=4)
     fresh.set_epoch(1)
     for (x0, y0), (x1, y1), (xa, ya), (xf, yf) in zip(zero, one, again, first_batches(fresh)):
         np.testing.assert_array_equal(x0, xa)

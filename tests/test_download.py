@@ -15,6 +15,7 @@ import tensorflow_datasets as tfds
 from helpers import FAST, run_cli, tiny_train
 
 from kcnn import data
+from kcnn.data import tfds_access
 
 FINE_NAMES = [f"fine{i:02d}" for i in range(100)]
 COARSE_NAMES = [f"coarse{i:02d}" for i in range(20)]
@@ -58,6 +59,7 @@ def serve(monkeypatch):
 
         monkeypatch.setattr(tfds.download.DownloadManager, "_download_or_get_cache", download)
         monkeypatch.setattr(tfds.core.utils.gcs_utils, "is_dataset_on_gcs", lambda *a, **k: False)
+        monkeypatch.setattr(tfds_access, "unreachable_host", lambda urls: None)  # the hosts "answer"
 
     return install
 
@@ -72,7 +74,7 @@ def test_cifar100_downloads_on_first_use_and_trains_on_its_100_fine_labels(tmp_p
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["dataset"]["class_names"] == FINE_NAMES and record["dataset"]["name"] == "cifar100"
     assert result.metrics["test_examples"] == 200
-    images, test_labels = data.load_split_arrays("cifar100", "test", str(data_dir))
+    images, test_labels = data.load_split_arrays(data.load_info("cifar100", str(data_dir)), "test")
     assert images.shape == (200, 32, 32, 3)
     assert [labels["test"][image.tobytes()] for image in images] == test_labels.tolist()  # fine, not coarse
     # 100 classes: evaluation lists the most confused pairs; the summary shows only the worst classes
@@ -103,6 +105,45 @@ def test_a_failed_download_is_one_line_and_leaves_nothing_prepared(tmp_path, ser
     assert "Traceback" not in result.output
     assert not tfds.builder("cifar100", data_dir=str(data_dir)).is_prepared()
     assert not list(data_dir.glob("cifar100/*/dataset_info.json")) and not (tmp_path / "runs").exists()
+
+
+def test_offline_a_host_that_does_not_resolve_is_final_and_nothing_follows_the_error(tmp_path, monkeypatch):
+    import socket
+    import time
+
+    def no_dns(host, *args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(tfds.download.DownloadManager, "download",  # must not be reached
+                        lambda *a, **k: pytest.fail("TFDS' downloader started"))
+    start = time.monotonic()
+    result = run_cli("data", "mnist", "--data-dir", tmp_path / "tfds")
+    assert time.monotonic() - start < 60 and result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("mnist is not in the TFDS data_dir") and len(lines) == 2  # the notice, the error
+    assert lines[-1].startswith("Error: Dataset 'mnist' could not be downloaded into the TFDS data_dir ")
+    assert "cannot resolve host storage.googleapis.com (Name or service not known)" in lines[-1]
+    assert not list((tmp_path / "tfds").glob("mnist/*/dataset_info.json"))
+
+
+def test_a_refused_connection_is_final_and_a_slow_one_is_left_to_tfds_retries(monkeypatch):
+    import socket
+
+    with socket.socket() as closed:  # a port nothing listens on: the connection is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    assert tfds_access.unreachable_host([f"http://127.0.0.1:{port}/a.gz"]) == f"connection to 127.0.0.1:{port} refused"
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        assert tfds_access.unreachable_host([f"http://127.0.0.1:{listening.getsockname()[1]}/a.gz"]) is None
+
+    def slow(self, address):
+        raise TimeoutError("timed out")
+
+    monkeypatch.setattr(socket.socket, "connect", slow)
+    assert tfds_access.unreachable_host([f"http://127.0.0.1:{port}/a.gz"]) is None  # TFDS' retries decide
 
 
 def test_no_download_refuses_in_one_line(tmp_path):

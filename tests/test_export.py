@@ -23,7 +23,7 @@ def test_export_writes_an_optimizer_free_model_and_a_card_naming_the_machine(fak
     unfinished = tmp_path / "unfinished"
     unfinished.mkdir()
     result = run_cli("export", str(unfinished), str(tmp_path / "x.keras"))
-    assert result.exit_code == 2 and f"{unfinished / 'model.keras'}: missing; is the run finished?" in result.output
+    assert result.exit_code == 1 and f"{unfinished / 'model.keras'}: missing; is the run finished?" in result.output
     result = run_cli("export", str(out), str(tmp_path / "shipped" / "digits.keras"))
     assert result.exit_code == 0, result.output
     exported = keras.saving.load_model(tmp_path / "shipped" / "digits.keras")
@@ -82,7 +82,7 @@ def test_onnx_runtime_agrees_with_keras_on_real_cifar10_test_images(tmp_path):
     if real_data_dir is None:
         pytest.skip("no prepared cifar10")
     model = keras.saving.load_model(next(p for p in shipped_models() if p.stem == "cifar10"))
-    images = data.load_split_arrays("cifar10", "test[:2000]", real_data_dir)[0]
+    images = data.load_split_arrays(data.load_info("cifar10", real_data_dir), "test[:2000]")[0]
     expected = model.predict(images, verbose=0)
     write_onnx(model, tmp_path / "cifar10.onnx")
     parity = onnx_parity(tmp_path / "cifar10.onnx", images, expected)

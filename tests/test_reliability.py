@@ -97,7 +97,7 @@ def test_failed_checkpoint_write_keeps_the_previous_model(fake_data_dir, tmp_pat
 
     out = tmp_path / "run"
     kwargs = dict(model="net24k", batch_size=16, val_split=0.25, data_dir=fake_data_dir, output=str(out),
-                  verbose=0, log=lambda line: None)
+                  verbose=0)
     train("mnist", epochs=1, **kwargs)
     good = (out / "model.keras").read_bytes()
     (out / "metrics.json").unlink()
@@ -131,7 +131,7 @@ def test_backup_corrupted_while_saving_falls_back_to_the_previous_one(fake_data_
 
     out = tmp_path / "run"
     kwargs = dict(model="net24k", epochs=3, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
-                  output=str(out), verbose=0, log=lambda line: None)
+                  output=str(out), verbose=0)
     with pytest.raises(KeyboardInterrupt):
         train("mnist", callbacks=[InterruptAt()], **kwargs)
     backup = out / "backup"
@@ -161,7 +161,7 @@ def test_ctrl_c_at_an_epoch_boundary_stops_after_that_epoch_is_saved(fake_data_d
     try:
         with pytest.raises(KeyboardInterrupt):
             train("mnist", model="net24k", epochs=3, batch_size=16, val_split=0.25, data_dir=fake_data_dir,
-                  output=str(out), verbose=0, log=lambda line: None, callbacks=[CtrlCAtEpochEnd()])
+                  output=str(out), verbose=0, callbacks=[CtrlCAtEpochEnd()])
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # given back
     finally:
         signal.signal(signal.SIGINT, before)

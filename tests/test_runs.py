@@ -6,21 +6,26 @@ import pytest
 from helpers import FAST_ARGS, run_cli
 
 from kcnn import files
-from kcnn.config import resolve
-from kcnn.runs import RunFolder, RunFolderError, fit_seconds_all_epochs, logs_epoch_seconds, truncate_history
+from kcnn.config import FORMAT_VERSION, resolve
+from kcnn.runs import RunFolder, RunFolderError, read_history, truncate_history
 
 
-def test_a_history_from_before_epoch_times_keeps_its_columns_on_resume(tmp_path):
-    path = tmp_path / "history.csv"
-    assert logs_epoch_seconds(path)  # a new run
-    path.write_text("epoch,accuracy,epoch_seconds,learning_rate,loss\n0,0.5,12.5,0.001,1.2\n")
-    assert logs_epoch_seconds(path)
-    path.write_text("epoch,accuracy,learning_rate,loss\n0,0.5,0.001,1.2\n")  # written before kcnn timed epochs
-    assert not logs_epoch_seconds(path)
-    assert fit_seconds_all_epochs([{"epoch": 0, "epoch_seconds": 1.5}, {"epoch": 1, "epoch_seconds": 2.0}]) == {
-        "fit_seconds": 3.5}
-    assert fit_seconds_all_epochs([{"epoch": 0, "epoch_seconds": 1.0}, {"epoch": 1}]) == {}
-    assert fit_seconds_all_epochs([]) == {}
+def test_a_run_folder_of_format_1_is_migrated_once_and_resumed_epochs_append_under_its_header(tmp_path):
+    run = RunFolder(tmp_path / "run")
+    run.path.mkdir()
+    settings = resolve("mnist", (28, 28, 1), recipe="baseline").to_dict()
+    run.config.write_text(json.dumps({"settings": {**settings, "augment": False},
+                                      "dataset": {"image_shape": [28, 28, 1]}}))  # no format_version: 1
+    run.history.write_text("epoch,accuracy,learning_rate,loss\n0,0.5,0.001,1.2\n")  # before kcnn timed epochs
+    run.migrate()
+    record = json.loads(run.config.read_text())
+    assert record["format_version"] == FORMAT_VERSION and record["settings"]["augment"] == "none"
+    header = "epoch,accuracy,epoch_seconds,learning_rate,loss"  # CSVLogger's order: epoch, then the keys sorted
+    assert run.history.read_text().splitlines() == [header, "0,0.5,NA,0.001,1.2"]
+    assert read_history(run.history) == [{"epoch": 0, "accuracy": 0.5, "learning_rate": 0.001, "loss": 1.2}]
+    before = run.history.read_text(), run.config.read_text()
+    run.migrate()  # a folder of the current format is left alone
+    assert (run.history.read_text(), run.config.read_text()) == before
 
 
 def test_truncating_the_history_keeps_the_backed_up_epochs_and_drops_a_half_written_row(tmp_path):

@@ -165,4 +165,4 @@ def test_serve_warns_for_every_interface_and_refuses_a_busy_port(monkeypatch):
         result = run_cli("serve", "--port", taken)
     assert result.exit_code == 2 and f"cannot listen on 127.0.0.1:{taken}" in result.output
     result = run_cli("serve", "missing.keras", "--port", free_port())
-    assert result.exit_code == 2 and "missing.keras" in result.output
+    assert result.exit_code == 1 and "missing.keras" in result.output

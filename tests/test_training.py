@@ -10,7 +10,7 @@ import torch
 from helpers import FAST_ARGS, InterruptAt, run_cli, tiny_train
 
 from kcnn.config import TrainConfig
-from kcnn.data import load_split_arrays
+from kcnn.data import load_info, load_split_arrays
 from kcnn.runs import read_history
 from kcnn.training import train
 
@@ -61,16 +61,15 @@ def test_default_run_folders_are_numbered(fake_data_dir, tmp_path, monkeypatch):
         assert (tmp_path / "runs" / expected / "metrics.json").exists()
 
 
-def test_interrupted_run_resumes_where_it_stopped(fake_data_dir, tmp_path):
+def test_interrupted_run_resumes_where_it_stopped(fake_data_dir, tmp_path, caplog):
     out = tmp_path / "run"
-    lines = []
     with pytest.raises(KeyboardInterrupt):
-        tiny_train(fake_data_dir, out, epochs=3, callbacks=[InterruptAt(2)], log=lines.append)
-    assert "re-run the same command to resume" in lines[-1]
+        tiny_train(fake_data_dir, out, epochs=3, callbacks=[InterruptAt(2)])
+    assert "re-run the same command to resume" in caplog.records[-1].getMessage()  # the Python API logs it
     assert [r["epoch"] for r in read_history(out / "history.csv")] == [0, 1]
     assert (out / "model.keras").exists() and not (out / "metrics.json").exists()
 
-    result = tiny_train(fake_data_dir, out, epochs=3, log=lines.append)
+    result = tiny_train(fake_data_dir, out, epochs=3)
     assert result.resumed_from_epoch == 2
     assert [r["epoch"] for r in result.history] == [0, 1, 2]
     metrics = json.loads((out / "metrics.json").read_text())
@@ -104,20 +103,22 @@ class FirstConvAtStart(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("whiten", [False, True])
-def test_whiten_starts_fit_from_the_first_convs_whitening_on_the_training_images(fake_data_dir, tmp_path, whiten):
+def test_whiten_starts_fit_from_the_first_convs_whitening_on_the_training_images(fake_data_dir, tmp_path, whiten,
+                                                                                caplog):
     from kcnn.models import create_model, whiten_first_conv
 
-    start, lines = FirstConvAtStart(), []
+    start = FirstConvAtStart()
     train("cifar10", model="cnn2", epochs=1, batch_size=32, whiten=whiten, data_dir=fake_data_dir,
-          output=str(tmp_path / "run"), verbose=0, callbacks=[start], log=lines.append)
+          output=str(tmp_path / "run"), verbose=0, callbacks=[start])
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    images = load_split_arrays("cifar10", f"train[:{config['resolved']['num_train']}]", fake_data_dir)[0]
+    images = load_split_arrays(load_info("cifar10", fake_data_dir), f"train[:{config['resolved']['num_train']}]")[0]
     reference = create_model("cnn2", (32, 32, 3), 10)
     whiten_first_conv(reference, images)
     kernel, bias = (keras.ops.convert_to_numpy(w) for w in reference.get_layer("conv1").weights)
     assert config["settings"]["whiten"] is whiten
     assert np.allclose(start.weights[0], kernel, atol=1e-6) is whiten  # all 32 filters: 16 +/- pairs
     assert np.allclose(start.weights[1], bias, atol=1e-6) is whiten
+    lines = [record.getMessage() for record in caplog.records]
     assert any(line.startswith(f"first conv whitened on {len(images)} training images") for line in lines) is whiten
 
 
@@ -138,7 +139,7 @@ class BestAtFirstEpoch(keras.callbacks.Callback):
 
 
 def test_metrics_give_the_last_epochs_test_accuracy_beside_the_best_checkpoints(fake_data_dir, tmp_path):
-    images, labels = load_split_arrays("mnist", "test", fake_data_dir)
+    images, labels = load_split_arrays(load_info("mnist", fake_data_dir), "test")
     rare = int(np.bincount(labels, minlength=10).argmin())
     result = tiny_train(fake_data_dir, tmp_path / "run", epochs=3, callbacks=[BestAtFirstEpoch(3, rare)])
     best = keras.saving.load_model(tmp_path / "run" / "model.keras")
@@ -151,7 +152,7 @@ def test_metrics_give_the_last_epochs_test_accuracy_beside_the_best_checkpoints(
 
 @pytest.mark.realdata
 def test_interrupted_run_on_real_mnist_ends_where_the_uninterrupted_one_does(real_data_dir, tmp_path):
-    kwargs = dict(model="net24k", epochs=2, data_dir=real_data_dir, verbose=0, log=lambda line: None)
+    kwargs = dict(model="net24k", epochs=2, data_dir=real_data_dir, verbose=0)
     straight = train("mnist", output=str(tmp_path / "straight"), **kwargs)
     assert straight.metrics["test_examples"] == 10_000
     assert straight.metrics["test_accuracy"] >= 0.97, straight.metrics
@@ -177,7 +178,7 @@ def test_config_records_the_resolved_recipe(fake_data_dir, tmp_path):
     # colour datasets: also the best checkpoint's accuracy with test-time flip averaging
     from kcnn.evaluation import predict_probs
 
-    images, labels = load_split_arrays("cifar10", "test", fake_data_dir)
+    images, labels = load_split_arrays(load_info("cifar10", fake_data_dir), "test")
     probs = predict_probs(keras.saving.load_model(out / "model.keras"), images, tta="flip")
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["test_accuracy_tta_flip"] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
@@ -253,5 +254,5 @@ def test_a_run_replays_from_its_config_json_with_the_same_settings_and_test_accu
     assert metrics["test_accuracy"] == first.metrics["test_accuracy"]  # training on CPU is deterministic
     assert metrics["test_loss"] == pytest.approx(first.metrics["test_loss"], abs=1e-6)
     longer = train(config=TrainConfig.load(first.run_dir / "config.json"), epochs=3, output=str(tmp_path / "longer"),
-                   verbose=0, log=lambda line: None)  # the Python API: a config, then overrides
+                   verbose=0)  # the Python API: a config, then overrides
     assert longer.config == TrainConfig.from_dict({**first.config.to_dict(), "epochs": 3})

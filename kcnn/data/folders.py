@@ -26,6 +26,13 @@ import hashlib
 import os
 from pathlib import Path
 
+import keras
+import numpy as np
+from PIL import Image
+
+from kcnn.errors import DataError, UsageError
+from kcnn.images import ImageError, read_image, to_model_input
+
 #: Split folders of the train/val/test layout.
 SPLIT_FOLDERS = ("train", "val", "test")
 #: Files whose PIL mode is one of these are gray; a folder with any other is colour (C = 3).
@@ -34,7 +41,7 @@ GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 CHANNEL_PROBES = 32
 
 
-class FolderError(ValueError):
+class FolderError(DataError):
     """A folder cannot be read as a dataset; the message names it."""
 
 
@@ -79,12 +86,6 @@ def is_folder(dataset: str) -> bool:
 
 def _list(directory: Path, class_names=None) -> tuple[list[str], list[int], list[str]]:
     """``(paths, labels, class_names)`` of the images under ``directory``'s class folders (Keras' listing)."""
-    import keras
-
-    from kcnn.quiet import import_tensorflow
-
-    import_tensorflow()  # Keras' listing imports it: quietly, first
-
     try:
         ds = keras.utils.image_dataset_from_directory(
             directory, labels="inferred", class_names=class_names, shuffle=False, batch_size=None, verbose=False)
@@ -153,8 +154,6 @@ def list_splits(root: str | Path, test_split: float) -> FolderSplits:
 
 def detect_channels(paths, probes: int = CHANNEL_PROBES) -> int:
     """1 when the first ``probes`` readable files are all gray (:data:`GRAY_MODES`), else 3."""
-    from PIL import Image
-
     for path in paths[:probes]:
         try:
             with Image.open(path) as im:
@@ -171,8 +170,6 @@ def decode(path: str, image_shape) -> "object":
     Raises:
         kcnn.images.ImageError: the file cannot be read (the message names it).
     """
-    from kcnn.images import read_image, to_model_input
-
     return to_model_input(read_image(path), tuple(image_shape))
 
 
@@ -183,10 +180,6 @@ def decode_all(paths, image_shape, keep: bool = True, workers: int | None = None
         ``(images, good, skipped)``: ``(n_good, H, W, C)`` uint8 (None unless ``keep``), the indices
         of the files that decoded, and ``[(path, reason), ...]`` for those that did not.
     """
-    import numpy as np
-
-    from kcnn.images import ImageError
-
     def one(path):
         try:
             return decode(path, image_shape), None
@@ -204,3 +197,39 @@ def decode_all(paths, image_shape, keep: bool = True, workers: int | None = None
                 images.append(image)
     stacked = np.stack(images) if keep and images else (np.zeros((0, *image_shape), np.uint8) if keep else None)
     return stacked, good, skipped
+
+
+def _split_files(info, split: str) -> tuple[list, list]:
+    """The files and labels of a folder dataset's ``split``: ``train``, ``val``, ``test`` or ``train[:N]``.
+
+    Raises:
+        UsageError: another split name.
+    """
+    name, _, count = split.partition("[:")
+    if name not in info.folder.files or (count and not count.rstrip("]").isdigit()):
+        raise UsageError(f"A folder's splits are train, val, test and train[:N]. Received: split={split!r}")
+    end = int(count.rstrip("]")) if count else None
+    return info.folder.files[name][:end], info.folder.labels[name][:end]
+
+
+def decode_split(info, split: str, keep: bool = True):
+    """Decode a folder split's files to ``info.image_shape``.
+
+    Args:
+        info: the folder's :class:`kcnn.data.DatasetInfo`.
+        split: ``train``, ``val``, ``test`` or ``train[:N]``.
+        keep: return the decoded images (False: only check that they decode).
+
+    Returns:
+        ``(images, labels, paths, skipped)``: ``(N, H, W, C)`` uint8 (None unless ``keep``), ``(N,)``
+        int64, the N decodable files, and ``[(path, reason)]`` of the files skipped.
+
+    Raises:
+        FolderError: no file of the split can be read.
+    """
+    paths, labels = _split_files(info, split)
+    images, good, skipped = decode_all(paths, info.image_shape, keep=keep)
+    if paths and not good:
+        raise FolderError(f"{info.name}: none of the {len(paths)} {split} images can be read "
+                          f"({skipped[0][0]}: {skipped[0][1]})")
+    return images, np.asarray(labels, np.int64)[good], [paths[i] for i in good], skipped
