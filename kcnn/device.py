@@ -1,8 +1,19 @@
-"""Backend and device selection: which accelerator the model and training step use."""
+"""Backend and device selection: which accelerator the model and training step use.
+
+Keras, torch and TensorFlow are imported inside the functions: the command line imports this
+module when it starts (``--backend`` is chosen before Keras loads).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import os
+import platform
 import re
+import sys
+
+import kcnn
 
 from kcnn.errors import UsageError
 
@@ -64,7 +75,6 @@ def describe_device(device_name: str) -> str:
         import torch
 
         return torch.cuda.get_device_name(device_name)
-    import os
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return f"CPU, {cores} cores"
@@ -72,11 +82,7 @@ def describe_device(device_name: str) -> str:
 
 def runtime_versions() -> dict:
     """Versions of the libraries a run depends on, for logs and config files."""
-    import platform
-
     import keras
-
-    import kcnn
 
     versions = {
         "kcnn": kcnn.__version__,
@@ -111,12 +117,6 @@ def select_backend(name: str | None) -> str:
             the user set; Keras is already imported under another backend; or the backend's
             library (jax, tensorflow) is not installed.
     """
-    import importlib.util
-    import os
-    import sys
-
-    import kcnn
-
     if name is None:
         return os.environ["KERAS_BACKEND"]
     if name not in BACKENDS:
@@ -196,8 +196,6 @@ def distribution_scope(devices: list[str]):
     """A context manager inside which a model is built and fitted data-parallel over ``devices``
     (:func:`resolve_devices`): each global batch split evenly, the gradients averaged. A
     ``contextlib.nullcontext`` for ``[]``."""
-    import contextlib
-
     import keras
 
     if not devices:

@@ -10,15 +10,15 @@ autograd; torch, tensorflow and jax are supported.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+from PIL import Image
 
 from kcnn.errors import UsageError
 
 
 def conv_layers(model) -> list:
     """The model's 2-D convolution layers, input to output."""
-    import keras
-
     return [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
 
 
@@ -50,8 +50,6 @@ def find_conv_layer(model, which=None):
 def block_output(model, conv):
     """The last of the layers that directly follow ``conv`` in a chain and keep its feature maps'
     layout, BatchNormalization and activations (ReLU, Activation); ``conv`` itself when none does."""
-    import keras
-
     layers, last = list(model.layers), conv
     for layer in layers[layers.index(conv) + 1:]:
         follows = getattr(layer, "input", None) is last.output
@@ -70,8 +68,6 @@ def feature_maps(model, layer, image: np.ndarray) -> tuple[np.ndarray, np.ndarra
         after its own preprocessing, if ``layer`` is the first conv) and the
         layer's output, each ``(h, w, channels)`` float32.
     """
-    import keras
-
     probe = keras.Model(model.input, [layer.input, layer.output])  # one input: called with a bare tensor
     seen, maps = probe(image[None], training=False)
     return (_channels_last(keras.ops.convert_to_numpy(seen)[0], layer),
@@ -101,8 +97,6 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None
     Raises:
         NotImplementedError: backend other than torch, tensorflow or jax.
     """
-    import keras
-
     conv = layer or conv_layers(model)[-1]
     layer = block_output(model, conv)
     head = model.layers[-1]
@@ -152,7 +146,6 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None
     maps, grads = _channels_last(maps, conv), _channels_last(grads, conv)
     weights = grads.mean(axis=(0, 1))
     cam = np.maximum((maps * weights).sum(axis=-1), 0)
-    from PIL import Image
 
     cam = np.asarray(Image.fromarray(cam.astype(np.float32), "F").resize(
         (image.shape[1], image.shape[0]), Image.Resampling.BILINEAR))

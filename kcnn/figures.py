@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 
 from kcnn import files
 from kcnn.errors import UsageError
@@ -20,8 +22,6 @@ NAMED_CLASSES = 20
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(width, height), layout="constrained")
 
 
@@ -148,8 +148,6 @@ def plot_filters(kernel: np.ndarray, path, title: str, max_filters: int = 64, ma
                 ax.imshow((w - w.min()) / (np.ptp(w) or 1.0), interpolation="nearest")
                 ax.set_title(str(i), fontsize=7)
     else:
-        from matplotlib import colormaps
-
         inputs = min(cin, max_inputs)
         shown = min(shown, 32)
         # One mosaic on one axes (a NaN gutter between kernels) rather than one axes
@@ -202,8 +200,6 @@ def plot_activations(seen: np.ndarray, maps: np.ndarray, path, title: str) -> Pa
 def gradcam_overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """The Grad-CAM ``heatmap`` ``(H, W)`` in [0, 1], coloured by matplotlib's ``jet``, over ``image``
     ``(H, W, C)`` uint8 (gray or RGB): ``(H, W, 3)`` float in [0, 1]."""
-    from matplotlib import colormaps
-
     base = image.astype(np.float64) / 255.0
     if base.shape[-1] == 1:
         base = np.repeat(base, 3, axis=-1)

@@ -21,6 +21,8 @@ Rules (also printed by ``kcnn predict --help``):
 
 from __future__ import annotations
 
+import glob
+import io
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +62,6 @@ def decode_image(data: bytes, name: str = "upload", max_pixels: int = MAX_PIXELS
         ImageError: empty, not an image, truncated, or larger than ``max_pixels``; the message
             starts with ``name``.
     """
-    import io
-
     if not data:
         raise ImageError(f"{name}: empty file (0 bytes)")
     return _open(io.BytesIO(data), name, max_pixels)
@@ -237,8 +237,6 @@ def find_images(paths) -> tuple[list[Path], list[str]]:
         ``(files, errors)``: the files in the order given (folders sorted), and
         one message per path that matched nothing.
     """
-    import glob
-
     files, errors = [], []
     for raw in paths:
         path = Path(raw)

@@ -24,13 +24,23 @@ from __future__ import annotations
 import base64
 import io
 import logging
+import socket
 import threading
 from pathlib import Path
 
-# FastAPI reads the endpoints' annotations by name, so Request must be a module global.
-from fastapi import Request
+import numpy as np
+import uvicorn
+from fastapi import FastAPI, Request  # Request: FastAPI reads annotations by name, so a module global
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
 
 from kcnn.errors import UsageError
+from kcnn.explain import gradcam
+from kcnn.figures import gradcam_overlay
+from kcnn.images import ImageError, decode_image, to_model_input
+from kcnn.prediction import load_classifiers, predict
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +74,6 @@ class ServedModel:
 
     def predict(self, image, top_k: int, explain: bool) -> dict:
         """The response of ``POST /predict`` for one PIL image (:func:`kcnn.images.decode_image`)."""
-        import numpy as np
-
-        from kcnn.explain import gradcam
-        from kcnn.figures import gradcam_overlay
-        from kcnn.images import to_model_input
-        from kcnn.prediction import predict
-
         clf = self.clf
         with self.lock:
             (result,) = predict([image], [clf], top_k=min(top_k, len(clf.class_names)))
@@ -87,8 +90,6 @@ class ServedModel:
 def _png_data_url(rgb) -> str:
     """``data:image/png;base64,...`` of ``rgb`` ``(H, W, 3)`` uint8, scaled up to :data:`PREVIEW_SIDE`
     with nearest-neighbour sampling so that each model pixel stays a visible square."""
-    from PIL import Image
-
     im = Image.fromarray(rgb)
     scale = max(1, PREVIEW_SIDE // max(im.size))
     im = im.resize((im.width * scale, im.height * scale), Image.Resampling.NEAREST)
@@ -104,8 +105,6 @@ def load_models(paths) -> dict:
         kcnn.prediction.ModelFileError: a file cannot be used, or none is given and none is shipped.
         UsageError: two models have the same name (file stem).
     """
-    from kcnn.prediction import load_classifiers
-
     models = {}
     for clf in load_classifiers(paths):
         if clf.name in models:
@@ -117,11 +116,6 @@ def load_models(paths) -> dict:
 
 def create_app(models: dict):
     """The FastAPI application serving ``models`` (:func:`load_models`)."""
-    from fastapi import FastAPI
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse
-    from starlette.concurrency import run_in_threadpool
-
     app = FastAPI(title="kcnn", docs_url=None, redoc_url=None)
     page = (Path(__file__).parent / "static" / "index.html").read_text()
 
@@ -157,7 +151,6 @@ def create_app(models: dict):
         if top_k < 1:
             raise ServeError(422, f"top_k must be >= 1. Received: top_k={top_k}")
         data, name = await read_upload(request)
-        from kcnn.images import ImageError, decode_image
 
         try:
             image = await run_in_threadpool(decode_image, data, name)
@@ -201,8 +194,6 @@ async def read_upload(request) -> tuple[bytes, str]:
 
 def check_port(host: str, port: int) -> None:
     """Raise ``UsageError`` when ``host:port`` cannot be bound (in use, or not this machine's address)."""
-    import socket
-
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -219,8 +210,6 @@ def serve(paths=(), host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:
     Raises:
         UsageError: the port cannot be bound; a model cannot be loaded (``ModelFileError``).
     """
-    import uvicorn
-
     check_port(host, port)
     models = load_models(paths)
     if host not in LOOPBACK:

@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny prepared TFDS datasets from generated arrays, and the real data when present."""
+"""Shared fixtures: tiny prepared TFDS datasets from generated arrays, and the real data when present
+(constants and helpers the tests share: helpers.py)."""
 
 import json
 import logging
@@ -13,17 +14,7 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logging.getLogger("kcnn").setLevel(logging.INFO)  # caplog sees the Python API's progress lines
 
-REPO = Path(__file__).resolve().parents[1]
-CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def find_real_data_dir(name="mnist"):
-    """A TFDS data_dir holding a prepared ``name``: $TFDS_DATA_DIR or ../shared/tfds, else None."""
-    for candidate in (os.environ.get("TFDS_DATA_DIR"), REPO.parent / "shared" / "tfds"):
-        if candidate and list(Path(candidate).glob(f"{name}/*/dataset_info.json")):
-            return str(candidate)
-    return None
-
+from helpers import CIFAR_NAMES, find_real_data_dir, write_photo_folder  # noqa: E402  (after the backend)
 
 @pytest.fixture(scope="session")
 def real_data_dir():
@@ -87,46 +78,6 @@ def cifar_model(tmp_path_factory):
     gradient = np.linspace(0, 255, 64, dtype=np.uint8)
     Image.fromarray(np.stack([np.tile(gradient, (48, 1))] * 3, axis=-1)).save(folder / "photo.png")
     return folder
-
-
-#: Broken files the generated photo folder holds: (class folder, name, what is wrong).
-BROKEN_PHOTOS = (("disc", "broken.jpg", "truncated"), ("bar", "notes.png", "text"), ("cross", "empty.jpg", "empty"))
-
-
-def draw_shape(kind: str, width: int, height: int, rng) -> np.ndarray:
-    """A ``(height, width, 3)`` uint8 drawing: a bright disc, a vertical bar or a cross on a noisy dark
-    background, in a random colour (generated, not dataset data)."""
-    ys, xs = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
-    if kind == "disc":
-        mask = (ys - 0.5) ** 2 + (xs - 0.5) ** 2 < 0.1
-    elif kind == "bar":
-        mask = np.abs(xs - 0.5) < 0.12
-    else:
-        mask = (np.abs(xs - 0.5) < 0.1) | (np.abs(ys - 0.5) < 0.1)
-    image = rng.integers(0, 60, (height, width, 3))
-    image[mask] = rng.integers(150, 256, 3)
-    return image.astype(np.uint8)
-
-
-def write_photo_folder(root: Path, per_class: int = 12, seed: int = 0, modes=("RGB", "L", "RGBA", "P")) -> Path:
-    """``root/CLASS/*``: ``per_class`` drawings of each class at assorted sizes, as JPEG and PNG in
-    the PIL ``modes`` given in turn, plus the :data:`BROKEN_PHOTOS`."""
-    rng = np.random.default_rng(seed)
-    for kind in ("disc", "bar", "cross"):
-        (root / kind).mkdir(parents=True)
-        for i in range(per_class):
-            im = Image.fromarray(draw_shape(kind, int(rng.integers(20, 61)), int(rng.integers(20, 61)), rng))
-            mode = modes[i % len(modes)]
-            im = im.quantize(64) if mode == "P" else im.convert(mode)
-            jpeg = mode in ("RGB", "L") and (i // len(modes)) % 2 == 0
-            im.save(root / kind / f"{i:03d}.{'jpg' if jpeg else 'png'}")
-    for kind, name, problem in BROKEN_PHOTOS:
-        path = root / kind / name
-        if problem == "truncated":
-            path.write_bytes(next((root / kind).glob("*.jpg")).read_bytes()[:200])
-        else:
-            path.write_bytes(b"notes, not an image" if problem == "text" else b"")
-    return root
 
 
 @pytest.fixture(scope="session")

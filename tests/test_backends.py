@@ -55,6 +55,7 @@ def fresh_env(**extra):
     return env
 
 
+@pytest.mark.slow
 def test_every_backend_trains_evaluates_predicts_and_explains(fake_data_dir, tmp_path):
     image = tmp_path / "seven.png"
     draw_digit(7, np.random.default_rng(0)).save(image)
@@ -136,6 +137,7 @@ print(json.dumps(losses))
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["jax", "tensorflow"])
 def test_two_devices_track_one_device(backend, fake_data_dir, tmp_path):
     env = fresh_env(XLA_FLAGS="--xla_force_host_platform_device_count=2")
@@ -152,6 +154,7 @@ def test_two_devices_track_one_device(backend, fake_data_dir, tmp_path):
     assert len(settings["devices"]) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_two_jax_devices_train_real_mnist(real_data_dir, tmp_path):
     """The issue's bar: `kcnn train mnist --model net24k --epochs 1 --devices 2` reaches >= 97%."""

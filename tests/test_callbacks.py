@@ -13,6 +13,7 @@ from kcnn.runs import read_history
 from kcnn.training import TrainingDiverged
 
 
+@pytest.mark.slow
 def test_each_epoch_draws_from_streams_keyed_to_its_number_also_after_resume(fake_data_dir, tmp_path, monkeypatch):
     from kcnn import data
 
@@ -93,6 +94,7 @@ class RecordEMA(keras.callbacks.Callback):
         logs["val_accuracy"] = 0.1 * (epoch + 1)
 
 
+@pytest.mark.slow
 def test_ema_checkpoints_the_averaged_weights_and_resumes_exactly(fake_data_dir, tmp_path):
     straight, resumed = RecordEMA(), RecordEMA()
     tiny_train(fake_data_dir, tmp_path / "straight", epochs=2, ema=0.9, callbacks=[straight])

@@ -11,8 +11,7 @@ import keras
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
-from helpers import FAST_ARGS, run_cli
+from helpers import FAST_ARGS, REPO, run_cli
 
 
 @pytest.mark.parametrize("damage, problem", [("truncate", "truncated"), ("delete", "missing")])
@@ -137,6 +136,7 @@ def readme_quickstart() -> list[str]:
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip().startswith("kcnn ")]
 
 
+@pytest.mark.slow
 def test_the_readme_quickstart_commands_run(fake_data_dir, tmp_path):
     """Each quickstart command exits 0 as typed, in a fresh process and folder, on the tiny generated MNIST."""
     commands = readme_quickstart()

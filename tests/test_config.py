@@ -4,8 +4,7 @@ import dataclasses
 import json
 
 import pytest
-from conftest import REPO
-from helpers import config_of_command, run_cli
+from helpers import REPO, config_of_command, run_cli
 
 from kcnn.config import (DEFAULT_LR, DEFAULT_RECIPES, RECIPES, TrainConfig, default_recipe, resolve,
                          settings_fields)

@@ -6,8 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import REPO
-from helpers import tiny_train
+from helpers import REPO, tiny_train
 
 from kcnn import errors
 
@@ -16,7 +15,7 @@ PACKAGE = REPO / "kcnn"
 #: The package itself (kcnn/__init__.py: the version and a lazy facade of the public API, resolved when
 #: an attribute is read) sits on top, and any module may read its constants.
 LAYERS = [
-    {"kcnn.errors", "kcnn.files", "kcnn.quiet"},
+    {"kcnn.errors", "kcnn.files", "kcnn.quiet", "kcnn.metadata"},
     {"kcnn.device", "kcnn.config"},
     {"kcnn.images", "kcnn.models", "kcnn.fused", "kcnn.runs"},
     {"kcnn.data", "kcnn.data.tfds_access", "kcnn.data.folders", "kcnn.data.info", "kcnn.data.augment",

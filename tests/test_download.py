@@ -64,6 +64,7 @@ def serve(monkeypatch):
     return install
 
 
+@pytest.mark.slow
 def test_cifar100_downloads_on_first_use_and_trains_on_its_100_fine_labels(tmp_path, serve):
     archive, labels = cifar100_archive(tmp_path)
     serve({archive.name: archive})
@@ -171,6 +172,7 @@ def _kcnn(*args, cwd):
                           cwd=cwd, env=env, timeout=600)
 
 
+@pytest.mark.slow
 def test_nothing_but_kcnns_lines_reach_the_terminal(fake_data_dir, tmp_path):
     described = _kcnn("data", "mnist", "--data-dir", fake_data_dir, cwd=tmp_path)
     assert described.returncode == 0 and described.stderr == ""

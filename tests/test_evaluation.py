@@ -5,8 +5,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import CIFAR_NAMES
-from helpers import assert_image_file, written
+from helpers import CIFAR_NAMES, assert_image_file, written
 
 from kcnn.cli import main
 from kcnn.evaluation import (confusion_matrix, format_summary, most_confused_pairs, per_class_metrics, summarize,

@@ -6,8 +6,7 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import find_real_data_dir
-from helpers import FAST_ARGS, config_of_command, run_cli
+from helpers import FAST_ARGS, config_of_command, find_real_data_dir, run_cli
 
 from kcnn.config import TrainConfig
 
@@ -59,6 +58,9 @@ def test_onnx_export_matches_keras_in_onnx_runtime_and_refuses_a_mismatch(fake_d
     assert card["class_names"] == [str(d) for d in range(10)] and card["input"]["shape"] == [None, 28, 28, 1]
     session = onnxruntime.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
     assert [(i.name, i.type) for i in session.get_inputs()] == [("image", "tensor(uint8)")]
+    props = session.get_modelmeta().custom_metadata_map  # the names and input rule travel in the graph
+    assert json.loads(props["class_names"]) == card["class_names"] and props["input_rule"] == "digits"
+    assert props["input"] == "image: (batch, 28, 28, 1) uint8, raw pixels"
     images = np.random.default_rng(1).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)  # any batch size
     (got,) = session.run(["probabilities"], {"image": images})
     expected = keras.ops.convert_to_numpy(keras.saving.load_model(out / "model.keras")(images))
@@ -72,6 +74,7 @@ def test_onnx_export_matches_keras_in_onnx_runtime_and_refuses_a_mismatch(fake_d
     assert result.exit_code == 2 and "ONNX export destination must end in .onnx" in result.output
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_onnx_runtime_agrees_with_keras_on_real_cifar10_test_images(tmp_path):
     from kcnn import data

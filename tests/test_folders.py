@@ -5,12 +5,13 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import BROKEN_PHOTOS, write_photo_folder
-from helpers import FAST, run_cli, tiny_train
+from helpers import BROKEN_PHOTOS, FAST, run_cli, tiny_train, write_photo_folder
 
 from kcnn import data
+from kcnn.config import resolve
 from kcnn.data import folders
 from kcnn.images import read_image, to_model_input
+from kcnn.training import check_batch_size
 
 
 def _names(paths):
@@ -40,6 +41,13 @@ def test_split_folders_give_val_and_test_and_must_name_the_same_classes(tmp_path
     splits = folders.list_splits(root, test_split=0.2).split_val(0.5)
     assert [len(splits.files[s]) for s in ("train", "val", "test")] == [27, 12, 15]  # broken files included
     assert all(f"/{split}/" in p for split in ("train", "val", "test") for p in splits.files[split])
+    # a val/ folder is the validation split: --val-split cuts nothing from train/, so a batch may be all of it
+    info = data.load_info(str(root))
+    alone = data.load_info(str(root / "train"))  # the same 27 files as a plain folder: 21 after its test cut
+    assert info.train_size(0.5) == 27 and alone.train_size(0.5) == 21 - round(21 * 0.5)
+    check_batch_size(resolve(str(root), info.image_shape, batch_size=27, val_split=0.5), info)
+    with pytest.raises(ValueError, match="batch_size is larger than the 27 training images"):
+        check_batch_size(resolve(str(root), info.image_shape, batch_size=28, val_split=0.5), info)
     shutil.rmtree(root / "test" / "bar")
     with pytest.raises(folders.FolderError, match=r"photos/test: .*class_names"):
         folders.list_splits(root, test_split=0.2)
@@ -90,7 +98,7 @@ def test_gray_folders_train_gray_unless_channels_say_otherwise(tmp_path):
 
 
 @pytest.mark.parametrize("content, problem", [("broken", "none of the 6 train images can be read"),
-                                              ("none", "No images found")])
+                                              ("none", "class folders (a, b) hold no images")])
 def test_a_folder_without_a_readable_image_is_a_one_line_error(tmp_path, content, problem):
     root = tmp_path / "photos"
     for kind in ("a", "b"):
@@ -161,3 +169,50 @@ def test_a_streamed_folder_run_resumed_after_ctrl_c_replays_the_uninterrupted_ru
     for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
         assert [row[key] for row in resumed.history] == [row[key] for row in straight.history], key
     assert resumed.metrics["test_accuracy"] == straight.metrics["test_accuracy"]
+
+
+def test_kcnn_data_counts_readable_images_and_names_the_unreadable_ones(photo_folder):
+    result = run_cli("data", photo_folder)
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0] == (f"folder {photo_folder}: 3 classes (bar, cross, disc); readable images: 27 train / 9 test; "
+                        f"brought to 64x64x3")  # 12 drawings a class, a quarter of them held out to test
+    assert sorted(line.split("/")[-1].split(":")[0] for line in lines[1:-1]) == ["broken.jpg", "empty.jpg",
+                                                                                "notes.png"]
+    assert lines[-1] == "3 unreadable files, which training and testing leave out"
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("flat", "no class folders; put the images in one folder per class, {root}/CLASS/*.jpg (4 images lie "
+             "directly in it)"),
+    ("one_class", "one class folder (cats); a classifier needs at least 2, each in a folder of its own, "
+                  "{root}/CLASS/*.jpg"),
+    ("class_without_images", "no training image of class dogs after the test split; every class needs at "
+                             "least one (add images or lower --test-split)"),
+])
+def test_folder_mistakes_get_one_line_before_anything_is_written(tmp_path, layout, message):
+    from PIL import Image
+
+    root = tmp_path / "photos"
+    where = {"flat": [root] * 4, "one_class": [root / "cats"] * 4, "class_without_images": [root / "cats"] * 4}[layout]
+    (root / "dogs").mkdir(parents=True) if layout == "class_without_images" else None  # an empty class folder
+    for i, folder in enumerate(where):
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(folder / f"{i}.jpg")
+    result = run_cli("train", root, "--output", tmp_path / "run", "--epochs", "1")
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [f"Error: {root}: " + message.format(root=root)]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_training_split_smaller_than_the_recipes_batch_is_one_batch_and_said_once(photo_folder, tmp_path):
+    result = run_cli("train", photo_folder, "--output", tmp_path / "run", "--epochs", "1", "--model", "net24k",
+                     "--image-size", "24", "24")
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.output.splitlines() if "as one batch" in line]
+    # 39 files, 3 of them broken: 30 train after the test cut, 27 after the validation cut
+    assert notes == [f"the recipe's batch_size 64 is larger than the 27 training images of {photo_folder}: "
+                     f"training on all of them as one batch (batch_size=27)"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["batch_size"] == 27
+    asked = run_cli("train", photo_folder, "--output", tmp_path / "asked", "--batch-size", "64", "--epochs", "1")
+    assert asked.exit_code == 2 and "batch_size is larger than the 27 training images" in asked.output

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+from kcnn import metadata
 from kcnn.prediction import shipped_models
 
 BACKENDS = ["torch", "tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
@@ -41,9 +42,12 @@ def models_to_check(tmp_path):
         built.fit(np.zeros((32, 28, 28, 1), np.uint8) + np.arange(32, dtype=np.uint8)[:, None, None, None],
                   np.arange(32) % 10, batch_size=8, epochs=1, verbose=0)
     to_channels_last(built).save(tmp_path / "cnn3_mnist.keras")  # as kcnn export writes it
+    metadata.write(tmp_path / "cnn3_mnist.keras",  # with kcnn's member in the archive, which Keras must ignore
+                   metadata.make([str(i) for i in range(10)], (28, 28, 1), "mnist"))
     return [tmp_path / "cnn3_mnist.keras"] + shipped_models()
 
 
+@pytest.mark.slow
 def test_keras_files_agree_under_every_backend(tmp_path):
     if len(BACKENDS) < 2:
         pytest.skip("only one Keras backend installed")

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from conftest import CIFAR_NAMES
+from helpers import CIFAR_NAMES
 from drawings import drawing_set
 from kcnn.cli import main
 from kcnn.prediction import ModelFileError, load_classifier, predict, shipped_models
@@ -167,9 +167,10 @@ def test_shipped_mnist_model_reads_user_drawings():
     assert accuracy >= 0.90
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stem", sorted(SHIPPED))
 def test_shipped_models_score_their_cards_test_accuracy_on_the_real_test_split(stem):
-    from conftest import find_real_data_dir
+    from helpers import find_real_data_dir
     from kcnn.data import load_info, load_split_arrays
     from kcnn.evaluation import predict_probs
 

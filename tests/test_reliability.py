@@ -41,6 +41,7 @@ def wait_for_epochs(proc, out, count, timeout=240):
     pytest.fail("training did not reach the wanted epoch in time")
 
 
+@pytest.mark.slow
 def test_sigkill_mid_epoch_then_same_command_resumes_and_replays_the_uninterrupted_run(fake_data_dir, tmp_path):
     straight = tmp_path / "straight"
     _, proc = start_training(fake_data_dir, straight, epochs=5)
@@ -75,6 +76,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes_and_replays_the_uninterrupt
     assert metrics["test_loss"] == pytest.approx(want["test_loss"], rel=1e-4)
 
 
+@pytest.mark.slow
 def test_ctrl_c_exits_130_and_says_how_to_resume(fake_data_dir, tmp_path):
     out = tmp_path / "run"
     _, proc = start_training(fake_data_dir, out, epochs=50)

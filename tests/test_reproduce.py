@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import REPO
+from helpers import REPO
 from kcnn.cli import main
 
 spec = importlib.util.spec_from_file_location("reproduce", REPO / "scripts" / "reproduce.py")

@@ -37,6 +37,7 @@ def test_truncating_the_history_keeps_the_backed_up_epochs_and_drops_a_half_writ
     assert path.read_text().splitlines() == ["epoch,loss", "0,1.5"]
 
 
+@pytest.mark.slow
 def test_finished_or_foreign_run_folder_is_refused(fake_data_dir, tmp_path):
     out = str(tmp_path / "run")
     assert run_cli("train", "mnist", "--epochs", "1", "--data-dir", fake_data_dir, "--output", out,

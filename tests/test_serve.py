@@ -133,6 +133,7 @@ def test_bad_requests_get_one_line_errors_and_the_next_request_is_served(url, im
     assert response.status_code == 400 and "several models are loaded" in response.json()["error"]
 
 
+@pytest.mark.slow
 def test_200_concurrent_requests_all_succeed(url, images):
     bodies = [(images / "three.png").read_bytes(), (images / "photo.jpg").read_bytes()]
 

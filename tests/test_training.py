@@ -53,6 +53,7 @@ def test_a_run_without_validation_split_finishes_and_picks_the_checkpoint_by_tra
     assert (out / "curves.png").exists()
 
 
+@pytest.mark.slow
 def test_default_run_folders_are_numbered(fake_data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for expected in ("mnist-net24k-1", "mnist-net24k-2"):
@@ -150,6 +151,7 @@ def test_metrics_give_the_last_epochs_test_accuracy_beside_the_best_checkpoints(
     assert best_accuracy != pytest.approx(np.mean(labels == rare))  # the two really differ here
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_interrupted_run_on_real_mnist_ends_where_the_uninterrupted_one_does(real_data_dir, tmp_path):
     kwargs = dict(model="net24k", epochs=2, data_dir=real_data_dir, verbose=0)
@@ -244,6 +246,7 @@ def test_label_smoothing_trains_on_smoothed_targets_and_the_file_loads_compiled_
     assert loss == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_a_run_replays_from_its_config_json_with_the_same_settings_and_test_accuracy(fake_data_dir, tmp_path):
     first = tiny_train(fake_data_dir, tmp_path / "first", epochs=2, lr=3e-3, label_smoothing=0.05)
     replay = run_cli("train", "--config", first.run_dir / "config.json", "--output", tmp_path / "replay")
