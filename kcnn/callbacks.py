@@ -16,6 +16,7 @@ from pathlib import Path
 
 import keras
 
+from kcnn import metadata as model_metadata
 from kcnn.runs import RunFolder
 
 
@@ -91,17 +92,20 @@ class Divergence(keras.callbacks.TerminateOnNaN):
 
 
 class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """``ModelCheckpoint`` that saves beside ``filepath`` and renames into place, and saves nothing
-    once ``divergence`` has seen a non-finite loss."""
+    """``ModelCheckpoint`` that saves beside ``filepath``, puts kcnn's ``metadata`` into the file
+    (:mod:`kcnn.metadata`: class names, input rule), renames it into place, and saves nothing once
+    ``divergence`` has seen a non-finite loss."""
 
-    def __init__(self, filepath: Path, divergence: Divergence, **kwargs):
-        self.final_path, self.divergence = Path(filepath), divergence
+    def __init__(self, filepath: Path, divergence: Divergence, metadata: dict | None = None, **kwargs):
+        self.final_path, self.divergence, self.metadata = Path(filepath), divergence, metadata
         super().__init__(str(self.final_path.with_name(f".{self.final_path.stem}.partial.keras")), **kwargs)
 
     def on_epoch_end(self, epoch, logs=None):
         if self.divergence.where is None:
             super().on_epoch_end(epoch, logs)
         if os.path.exists(self.filepath):
+            if self.metadata is not None:
+                model_metadata.write(self.filepath, self.metadata)
             os.replace(self.filepath, self.final_path)
 
 
@@ -167,7 +171,8 @@ class FitCallbacks:
 
 
 def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, datasets=None, seed: int = 0,
-                   ema: bool = False, tensorboard: bool = False, extra=()) -> FitCallbacks:
+                   ema: bool = False, tensorboard: bool = False, metadata: dict | None = None,
+                   extra=()) -> FitCallbacks:
     """kcnn's callbacks for ``fit`` into ``run``, with ``extra`` (the caller's) run before them.
 
     Order matters: the logs are filled (lr, epoch time) before ``CSVLogger`` writes them, and the
@@ -184,6 +189,7 @@ def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, d
         ema: the optimizer keeps a moving average of the weights.
         tensorboard: Keras' ``TensorBoard`` writes each epoch's logs (loss, accuracy, their validation
             twins, learning rate) as scalars into ``run.tensorboard`` (``train/`` and ``validation/``).
+        metadata: :func:`kcnn.metadata.make` of the run, written into each checkpoint.
         extra: callbacks of the caller.
     """
     divergence, interrupt = Divergence(), DeferredInterrupt()
@@ -192,8 +198,8 @@ def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, d
         swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
         swap_in = [swap]
         swap_out = [keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: swap.on_epoch_begin(epoch + 1))]
-    checkpoint = AtomicModelCheckpoint(run.model, divergence, monitor=monitor, mode="max", save_best_only=True,
-                                       initial_value_threshold=best_so_far)
+    checkpoint = AtomicModelCheckpoint(run.model, divergence, metadata, monitor=monitor, mode="max",
+                                       save_best_only=True, initial_value_threshold=best_so_far)
     # double_checkpoint: Keras keeps the previous backup and falls back to it when the latest
     # cannot be read (a crash or full disk while saving).
     backup = BackupUnlessDiverged(run.backup, divergence, double_checkpoint=True, delete_checkpoint=False)

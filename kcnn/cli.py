@@ -205,15 +205,23 @@ def data_cmd(dataset, data_dir, download):
     prepared if the data_dir lacks it; a folder of class folders is listed and every image read,
     naming the files that cannot be."""
     from kcnn import data
+    from kcnn.data.folders import plural
 
     info = data.load_info(dataset, data_dir, download=download)
-    click.echo(info.describe())
-    if info.folder is not None:
-        splits = [split for split in ("train", "val", "test") if info.folder.files[split]]
-        skipped = [bad for split in splits for bad in data.decode_split(info, split, keep=False)[3]]
-        for path, reason in skipped:
-            click.echo(f"cannot read {path}: {reason}")
-        click.echo(f"{len(skipped)} unreadable files (training skips them)")
+    if info.folder is None:
+        click.echo(info.describe())
+        return
+    readable, skipped = {}, []
+    for split in (split for split in ("train", "val", "test") if info.folder.files[split]):
+        _, labels, _, bad = data.decode_split(info, split, keep=False)
+        readable[split], skipped = len(labels), skipped + bad
+    shape = "x".join(map(str, info.image_shape))
+    click.echo(f"folder {info.name}: {len(info.class_names)} classes ({', '.join(info.class_names)}); readable "
+               f"images: {' / '.join(f'{count:,} {split}' for split, count in readable.items())}; brought to {shape}")
+    for path, reason in skipped:
+        click.echo(f"cannot read {path}: {reason}")
+    if skipped:
+        click.echo(f"{plural(len(skipped), 'unreadable file')}, which training and testing leave out")
 
 
 @main.command()

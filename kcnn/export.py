@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 import kcnn
-from kcnn import files
+from kcnn import files, metadata
 from kcnn.config import TrainConfig, migrate_record
 from kcnn.errors import DataError, KcnnError, UsageError
 
@@ -108,7 +108,15 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
     model = to_channels_last(keras.saving.load_model(run_dir / "model.keras", compile=False))
     with files.atomic_path(dest) as tmp:
         model.save(tmp)  # uncompiled: weights only, no optimizer state
+        metadata.write(tmp, card_metadata(card))  # the file alone names its classes and input rule
     return dest, files.write_json(dest.with_suffix(".json"), card, sort_keys=False)
+
+
+def card_metadata(card: dict) -> dict:
+    """:func:`kcnn.metadata.make` of a model card: what an exported file carries inside."""
+    summary = {k: card[k] for k in ("model", "command", "test_accuracy", "test_loss", "epochs")}
+    summary["settings"] = migrate_record(card)["settings"]
+    return metadata.make(card["class_names"], card["input"]["shape"][1:], card["dataset"], summary)
 
 
 def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = None) -> tuple[Path, Path]:
@@ -145,7 +153,7 @@ def export_onnx(run_dir: str | Path, dest: str | Path, data_dir: str | None = No
     images, source = _check_images(clf, card, data_dir or card["settings"].get("data_dir"))
     expected = clf.model.predict(images, batch_size=500, verbose=0)  # also marks the model called, as export needs
     with files.atomic_path(dest) as tmp:
-        opset = write_onnx(clf.model, tmp)
+        opset = write_onnx(clf.model, tmp, card_metadata(card))
         parity = onnx_parity(tmp, images, expected)
         parity["images"] = source
         log.info(f"ONNX Runtime {parity['onnxruntime']} against Keras on {source}: max |difference| of a probability "
@@ -175,10 +183,13 @@ def _check_images(clf, card: dict, data_dir: str | None):
         return images, f"{RANDOM_CHECK_IMAGES} random images ({card['dataset']} is not readable here)"
 
 
-def write_onnx(model, path: str | Path) -> int:
+def write_onnx(model, path: str | Path, model_metadata: dict | None = None) -> int:
     """Keras' ONNX export of ``model`` (on torch: TorchScript tracing, the batch dimension dynamic)
     into ``path``, its input named ``image`` (the Keras input's name) and its output
     :data:`ONNX_OUTPUT`. ``model`` must have been called once (Keras' export needs it).
+    ``model_metadata`` (:mod:`kcnn.metadata`) goes into the graph's ``metadata_props``:
+    ``class_names`` (a JSON list), ``input_rule``, ``input`` (shape and dtype), ``dataset`` and
+    ``kcnn`` (the whole JSON), which ONNX Runtime gives as ``session.get_modelmeta().custom_metadata_map``.
 
     Returns:
         The graph's ONNX opset version."""
@@ -194,6 +205,11 @@ def write_onnx(model, path: str | Path) -> int:
     for node in graph.graph.node:
         node.output[:] = [ONNX_OUTPUT if name == old else name for name in node.output]
     graph.graph.output[0].name = ONNX_OUTPUT
+    if model_metadata is not None:
+        onnx.helper.set_model_props(graph, {
+            "class_names": json.dumps(model_metadata["class_names"]), "input_rule": model_metadata["input"]["rule"],
+            "input": f"image: (batch, {', '.join(map(str, model_metadata['input']['shape']))}) uint8, raw pixels",
+            "dataset": str(model_metadata["dataset"]), "kcnn": json.dumps(model_metadata)})
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))

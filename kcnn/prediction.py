@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import sys
+import zipfile
 from pathlib import Path
 
+import keras
 import numpy as np
+from PIL import Image
 
+from kcnn import metadata
 from kcnn.errors import DataError, UsageError
 from kcnn.images import ImageError, find_images, read_image, to_model_input
 
-#: Datasets whose gray images are prepared the MNIST way (see kcnn.images.prepare_digit).
-DIGIT_DATASETS = ("mnist",)
+log = logging.getLogger(__name__)
 
 
 class ModelFileError(DataError):
@@ -32,9 +36,10 @@ class Classifier:
         path: the ``.keras`` file.
         name: short name shown in results (file stem, or run folder name).
         model: the ``keras.Model``; ``(batch, H, W, C)`` uint8 -> ``(batch, classes)``.
-        class_names: output order; from the model card, a run's config.json, or "0".."N-1".
+        class_names: output order (:func:`read_card`), or "0".."N-1" when nothing names them.
         input_shape: ``(H, W, C)``.
-        dataset: TFDS name from the card, or None.
+        dataset: TFDS name or folder the model was trained on, or None.
+        input_rule: how an image is brought to the input (:data:`kcnn.metadata.INPUT_RULES`).
     """
 
     path: Path
@@ -43,10 +48,12 @@ class Classifier:
     class_names: list
     input_shape: tuple
     dataset: str | None
+    input_rule: str = "colour"
 
     @property
     def digit_style(self) -> bool:
-        return self.dataset in DIGIT_DATASETS and self.input_shape[-1] == 1
+        """Gray digits, fitted the MNIST way (:func:`kcnn.images.prepare_digit`)."""
+        return self.input_rule == "digits"
 
 
 def shipped_models_dir() -> Path | None:
@@ -68,8 +75,14 @@ def shipped_models() -> list[Path]:
 
 
 def read_card(path: Path) -> dict:
-    """Metadata for a model file: its card ``<stem>.json``, else a run folder's config.json
-    (``dataset``, ``class_names`` and the run's ``settings``)."""
+    """What is known of a model file, as ``{"dataset", "class_names", "input_rule", "settings"}`` (each
+    may be missing): the metadata inside the file (:mod:`kcnn.metadata`), else its model card
+    ``<stem>.json`` beside it, else its run folder's ``config.json``; ``{}`` for none."""
+    inside = metadata.read(path)
+    if inside is not None:
+        return {"dataset": inside.get("dataset"), "class_names": inside.get("class_names"),
+                "input_rule": inside.get("input", {}).get("rule"),
+                "settings": inside.get("card", {}).get("settings", {})}
     card = path.with_suffix(".json")
     if card.exists():
         return json.loads(card.read_text())
@@ -90,13 +103,14 @@ def load_classifier(path: str | Path) -> Classifier:
             classifier (one ``(batch, H, W, 1|3)`` input, one ``(batch, N)``
             output), or a card whose class names do not match the output.
     """
-    import keras
-
     path = Path(path)
     if not path.is_file():
         raise ModelFileError(f"{path}: no such model file")
     if path.suffix != ".keras":
         raise ModelFileError(f"{path}: not a .keras model file")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(f"{path}: cannot load as a Keras model: not a Keras model file (a .keras file is a "
+                             f"zip archive; this is not one)")
     try:
         model = keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as e:  # Keras raises many types for bad archives
@@ -109,14 +123,19 @@ def load_classifier(path: str | Path) -> Classifier:
         raise ModelFileError(f"{path}: not an image classifier: expected one (batch, H, W, 1|3) input "
                              f"and one (batch, classes) output; got {got}")
     num_classes = int(outs[0].shape[-1])
+    input_shape = tuple(int(d) for d in ins[0].shape[1:])
     card = read_card(path)
-    names = card.get("class_names") or [str(i) for i in range(num_classes)]
+    names = card.get("class_names")
+    if not names:
+        log.warning(f"{path}: no class names in the file or beside it; its classes are shown as 0..{num_classes - 1}")
+        names = [str(i) for i in range(num_classes)]
     if len(names) != num_classes:
         raise ModelFileError(f"{path}: its card lists {len(names)} class names but the model "
                              f"outputs {num_classes} classes")
     name = path.parent.name if path.stem == "model" else path.stem
-    return Classifier(path=path, name=name, model=model, class_names=list(names),
-                      input_shape=tuple(int(d) for d in ins[0].shape[1:]), dataset=card.get("dataset"))
+    rule = card.get("input_rule") or metadata.input_rule(card.get("dataset"), input_shape[-1])
+    return Classifier(path=path, name=name, model=model, class_names=list(names), input_shape=input_shape,
+                      dataset=card.get("dataset"), input_rule=rule)
 
 
 def load_classifiers(paths=()) -> list[Classifier]:
@@ -132,8 +151,6 @@ def load_classifiers(paths=()) -> list[Classifier]:
 
 
 def _probabilities(model, batch: np.ndarray) -> np.ndarray:
-    import keras
-
     out = np.asarray(keras.ops.convert_to_numpy(model(batch, training=False)), dtype=np.float64)
     if out.min() < 0 or not np.allclose(out.sum(axis=1), 1.0, atol=1e-3):  # logits: softmax them
         out = np.exp(out - out.max(axis=1, keepdims=True))
@@ -232,8 +249,6 @@ def _as_items(inputs, fail) -> list[tuple[str, object]]:
 
 
 def _as_pil(x):
-    from PIL import Image
-
     if isinstance(x, Image.Image):
         return x
     a = np.asarray(x)

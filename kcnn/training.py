@@ -22,6 +22,7 @@ import keras
 import kcnn
 from kcnn import config as configs
 from kcnn import data, figures, models
+from kcnn import metadata as model_metadata
 from kcnn.callbacks import make_callbacks
 from kcnn.config import TrainConfig
 from kcnn.device import describe_device, distribution_scope, resolve_device, resolve_devices, runtime_versions
@@ -125,6 +126,8 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
         metrics["fit_seconds"] = round(sum(seconds), 1)
     metrics.update(fit_seconds_this_call=round(fit_seconds, 1), peak_rss_gib=round(peak_rss_gib(), 2),
                    skipped_files=len(ds.skipped))
+    if run.model.exists():  # the file alone now names its test figures too
+        model_metadata.write(run.model, model_file_metadata(config, info, metrics))
     run.write_json("metrics.json", metrics)
     run.finish()
     log.info(format_results(history, metrics, monitor))
@@ -137,8 +140,8 @@ def resolve_config(dataset: str | None, config: TrainConfig | None, overrides: d
     downloaded first when it is a TFDS dataset the data_dir lacks (unless ``download=False``).
 
     Raises:
-        UsageError: no dataset, unknown model/recipe/setting, a value out of range, a batch larger
-            than the training split.
+        UsageError: no dataset, unknown model/recipe/setting, a value out of range, a batch asked
+            for that is larger than the training split.
         kcnn.data.DataNotFoundError: the dataset is not prepared and cannot be downloaded.
     """
     name = dataset or (config.dataset if config else None)
@@ -153,18 +156,28 @@ def resolve_config(dataset: str | None, config: TrainConfig | None, overrides: d
     reading = {key: setting(key) for key in ("data_dir", "download", "image_size", "channels", "test_split")}
     TrainConfig(**reading)  # bad values fail here, with the field's message
     info = data.load_info(name, **reading)  # fails fast, before any folder is made
+    explicit = overrides.get("batch_size") is not None or config is not None  # asked for, not a recipe's
     config = configs.resolve(info.name, info.image_shape, base=config, **overrides)
-    check_batch_size(config, info)
-    return config, info
+    return check_batch_size(config, info, explicit), info
 
 
-def check_batch_size(config: TrainConfig, info) -> None:
-    """Raise ``UsageError`` when one batch is larger than the training split (after the validation
-    cut, which a folder with its own ``val/`` does not make)."""
+def check_batch_size(config: TrainConfig, info, explicit: bool = True) -> TrainConfig:
+    """``config``, or, when one batch is larger than the training split (after the validation cut,
+    which a folder with its own ``val/`` does not make) and the recipe chose it, ``config`` with the
+    whole split as one batch, said in one warning line (as Ultralytics and fastai do).
+
+    Raises:
+        UsageError: the batch is larger than the training split and was asked for (``explicit``).
+    """
     num_train = info.train_size(config.val_split)
-    if config.batch_size > num_train:
+    if config.batch_size <= num_train:
+        return config
+    if explicit:
         raise UsageError(f"batch_size is larger than the {num_train:,} training images of {info.name} "
                          f"(after the validation split). Received: batch_size={config.batch_size}")
+    log.warning(f"the recipe's batch_size {config.batch_size} is larger than the {num_train:,} training images of "
+                f"{info.name}: training on all of them as one batch (batch_size={num_train})")
+    return dataclasses.replace(config, batch_size=num_train)
 
 
 def _describe_skipped(skipped: list) -> str:
@@ -218,6 +231,14 @@ def build_model(config: TrainConfig, info, ds, fresh: bool = True):
     return net
 
 
+def model_file_metadata(config: TrainConfig, info, metrics: dict | None = None) -> dict:
+    """:func:`kcnn.metadata.make` of a run's ``model.keras``: its classes, input rule and dataset, and as
+    its card the architecture, the command that trains it, the settings and (once known) the test figures."""
+    figures = {k: metrics[k] for k in ("test_accuracy", "test_loss", "epochs") if k in (metrics or {})}
+    card = {"model": config.model, "command": config.command(), "settings": config.to_dict(), **figures}
+    return model_metadata.make(info.class_names, info.image_shape, info.name, card)
+
+
 def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callbacks, verbose) -> float:
     """``net.fit`` into ``run``; returns the wall seconds of this call's fit.
 
@@ -227,7 +248,8 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
     """
     best = max((row[monitor] for row in run.read_history() if monitor in row), default=None)
     callbacks = make_callbacks(run, monitor, best, datasets=ds, seed=config.seed, ema=bool(config.ema),
-                               tensorboard=config.tensorboard, extra=list(extra_callbacks))
+                               tensorboard=config.tensorboard, metadata=model_file_metadata(config, ds.info),
+                               extra=list(extra_callbacks))
     start = time.time()
     try:
         with training_fast_path(net):  # fused batch norm, direct forward (torch); the saved file stays stock

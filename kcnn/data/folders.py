@@ -39,6 +39,13 @@ SPLIT_FOLDERS = ("train", "val", "test")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 #: Files looked at to decide between gray and colour when --channels is not given.
 CHANNEL_PROBES = 32
+#: The image files Keras' folder listing takes (``image_dataset_from_directory``'s formats).
+LISTED_FORMATS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
+def plural(count: int, noun: str) -> str:
+    """``"1 image"``, ``"3 images"``."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 class FolderError(DataError):
@@ -85,13 +92,30 @@ def is_folder(dataset: str) -> bool:
 
 
 def _list(directory: Path, class_names=None) -> tuple[list[str], list[int], list[str]]:
-    """``(paths, labels, class_names)`` of the images under ``directory``'s class folders (Keras' listing)."""
+    """``(paths, labels, class_names)`` of the images under ``directory``'s class folders (Keras' listing).
+
+    Raises:
+        FolderError: no class folders (images lying loose in ``directory``), class folders without
+            an image Keras lists, or fewer than 2 classes; each message says where images go.
+    """
+    folders = sorted(d.name for d in directory.iterdir() if d.is_dir() and not d.name.startswith("."))
+    if not folders:
+        loose = sum(1 for f in directory.iterdir() if f.suffix.lower() in LISTED_FORMATS)
+        raise FolderError(f"{directory}: no class folders; put the images in one folder per class, "
+                          f"{directory}/CLASS/*.jpg" + (f" ({plural(loose, 'image')} lie directly in it)"
+                                                         if loose else ""))
     try:
         ds = keras.utils.image_dataset_from_directory(
             directory, labels="inferred", class_names=class_names, shuffle=False, batch_size=None, verbose=False)
     except ValueError as e:
+        if str(e).startswith("No images found"):
+            raise FolderError(f"{directory}: its class folders ({', '.join(folders)}) hold no images of the "
+                              f"formats listed ({', '.join(LISTED_FORMATS)})") from None
         raise FolderError(f"{directory}: {str(e).splitlines()[0]}") from None
     names = list(ds.class_names)
+    if class_names is None and len(names) < 2:
+        raise FolderError(f"{directory}: one class folder ({names[0]}); a classifier needs at least 2, each "
+                          f"in a folder of its own, {directory}/CLASS/*.jpg")
     labels = [names.index(Path(p).relative_to(directory).parts[0]) for p in ds.file_paths]
     return list(ds.file_paths), labels, names
 
@@ -146,8 +170,12 @@ def list_splits(root: str | Path, test_split: float) -> FolderSplits:
     files["train"], targets["train"] = _in_key_order(paths, labels)
     for split in ("train", "test"):
         if not files[split]:
-            raise FolderError(f"{root}: the {split} split is empty ({len(paths)} training files); "
+            raise FolderError(f"{root}: the {split} split is empty ({plural(len(paths), 'training file')}); "
                               f"add images or change --test-split")
+    empty = [name for label, name in enumerate(names) if label not in set(targets["train"])]
+    if empty:
+        raise FolderError(f"{root}: no training image of class {', '.join(empty)} after the test split; every "
+                          f"class needs at least one (add images or lower --test-split)")
     return FolderSplits(root=root, class_names=tuple(names), files=files, labels=targets,
                         val_folder=bool(files["val"]))
 
