@@ -311,7 +311,8 @@ def format_predictions(results: list, fmt: str, top_k: int = 1) -> str:
         return buf.getvalue()
     if not results:
         return ""
-    rows = [["path", "model", "label", "probability"] + ([f"top-{top_k}"] if top_k > 1 else [])]
+    shown = max(len(r["top_k"]) for r in results)  # --top-k 50 on 10 classes lists 10
+    rows = [["path", "model", "label", "probability"] + ([f"top-{shown}"] if top_k > 1 else [])]
     rows += [[r["path"], r["model"], r["label"], f"{r['probability']:.4f}"] + ([topk(r)] if top_k > 1 else [])
              for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -406,14 +407,15 @@ def viz_filters(models, layer, output, fmt):
     import keras
 
     from kcnn import figures
-    from kcnn.explain import find_conv_layer
+    from kcnn.explain import conv_layers, find_conv_layer
     from kcnn.prediction import load_classifiers
 
     for clf in load_classifiers(models):
         conv = find_conv_layer(clf.model, layer)
         kernel = keras.ops.convert_to_numpy(conv.kernel)
         path = figures.plot_filters(kernel, Path(output) / f"filters_{clf.name}_{conv.name}.{fmt}",
-                                    title=f"{clf.name}: {conv.name} kernels {tuple(kernel.shape)}")
+                                    title=f"{clf.name}: {conv.name} kernels {tuple(kernel.shape)}",
+                                    gray_input=clf.input_shape[-1] == 1 and conv is conv_layers(clf.model)[0])
         click.echo(f"wrote {path}")
 
 
@@ -433,12 +435,15 @@ def viz_activations(args, model_files, layer, output, fmt):
     from kcnn.explain import conv_layers, feature_maps, find_conv_layer
 
     for clf, image, x in _model_inputs(args, model_files):
+        first = conv_layers(clf.model)[0]
         layers = conv_layers(clf.model) if layer == "all" else [find_conv_layer(clf.model, layer)]
         for conv in layers:
             seen, maps = feature_maps(clf.model, conv, x)
+            seen_title = ("model input\n(after its own preprocessing)" if conv is first
+                          else f"input to {conv.name}, channel 0\n(of {seen.shape[-1]} pooled feature maps)")
             path = figures.plot_activations(
                 seen, maps, Path(output) / f"activations_{clf.name}_{image.stem}_{conv.name}.{fmt}",
-                title=f"{clf.name}: {conv.name} feature maps of {image.name}")
+                title=f"{clf.name}: {conv.name} feature maps of {image.name}", seen_title=seen_title)
             click.echo(f"wrote {path}")
 
 

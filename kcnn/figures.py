@@ -19,6 +19,8 @@ from kcnn.errors import UsageError
 FORMATS = ("png", "svg", "pdf")
 #: Confusion matrices name every class and print every cell up to this many classes.
 NAMED_CLASSES = 20
+#: Smallest figure, inches (width, height): room for a title and a colourbar beside a small layer.
+MIN_FIGURE = (6.0, 3.0)
 
 
 def _figure(width: float, height: float):
@@ -125,27 +127,36 @@ def plot_image_grid(images, labels, probs, class_names, path, title: str = "") -
     return _save(fig, path)
 
 
-def plot_filters(kernel: np.ndarray, path, title: str, max_filters: int = 64, max_inputs: int = 16) -> Path:
+def plot_filters(kernel: np.ndarray, path, title: str, max_filters: int = 64, max_inputs: int = 16,
+                 gray_input: bool = False) -> Path:
     """Learned kernels of a conv layer, ``kernel`` shaped ``(kh, kw, in, out)``.
 
-    Three input channels (a first layer on RGB): each filter drawn as one colour
-    patch (min-max scaled per filter). Otherwise: one patch per (filter, input
-    channel), tiled in one mosaic (rows: filters, columns: input channels) on a
-    symmetric colormap (±max|w|) with a colourbar; at most 32 filters and
-    ``max_inputs`` input channels are shown.
+    A first layer (one or three input channels): each filter drawn as one patch, min-max scaled per
+    filter: in colour on RGB input, in gray on gray input. ``gray_input``: the three input channels
+    are copies of one gray image (a gray model that repeats its input into RGB), so each filter is
+    drawn in gray as the sum of its three slices, which is what it computes on that input. Otherwise:
+    one patch per (filter, input channel), tiled in one mosaic (rows: filters, columns: input
+    channels) on a symmetric colormap (±max|w|) with a colourbar; at most 32 filters and
+    ``max_inputs`` input channels are shown. Figures are at least :data:`MIN_FIGURE` inches, so
+    that the title and colourbar of a small layer have room.
     """
     kh, kw, cin, cout = kernel.shape
     shown = min(cout, max_filters)
-    if cin == 3:
+    if gray_input and cin == 3:
+        kernel, cin = kernel.sum(axis=2, keepdims=True), 1
+        title += ", summed over the 3 copies of the gray input"
+    if cin in (1, 3):
         cols = min(8, shown)
         rows = math.ceil(shown / cols)
-        fig = _figure(1.2 * cols + 0.5, 1.2 * rows + 0.8)
+        fig = _figure(max(MIN_FIGURE[0], 1.2 * cols + 0.5), max(MIN_FIGURE[1], 1.2 * rows + 0.8))
         axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
         for i, ax in enumerate(axes):
             ax.axis("off")
             if i < shown:
                 w = kernel[..., i]
-                ax.imshow((w - w.min()) / (np.ptp(w) or 1.0), interpolation="nearest")
+                w = (w - w.min()) / (np.ptp(w) or 1.0)
+                ax.imshow(w[..., 0] if cin == 1 else w, cmap="gray" if cin == 1 else None, vmin=0, vmax=1,
+                          interpolation="nearest")
                 ax.set_title(str(i), fontsize=7)
     else:
         inputs = min(cin, max_inputs)
@@ -156,7 +167,7 @@ def plot_filters(kernel: np.ndarray, path, title: str, max_filters: int = 64, ma
         for r in range(shown):
             for c in range(inputs):
                 mosaic[r * (kh + 1):r * (kh + 1) + kh, c * (kw + 1):c * (kw + 1) + kw] = kernel[:, :, c, r]
-        fig = _figure(0.5 * inputs + 1.5, 0.5 * shown + 1.0)
+        fig = _figure(max(MIN_FIGURE[0], 0.5 * inputs + 1.5), max(MIN_FIGURE[1], 0.5 * shown + 1.0))
         ax = fig.subplots()
         limit = float(np.abs(kernel).max()) or 1.0
         cmap = colormaps["RdBu_r"].with_extremes(bad="white")
@@ -175,8 +186,11 @@ def plot_filters(kernel: np.ndarray, path, title: str, max_filters: int = 64, ma
     return _save(fig, path)
 
 
-def plot_activations(seen: np.ndarray, maps: np.ndarray, path, title: str) -> Path:
-    """The input as the model sees it, beside every channel of a feature map ``(H, W, channels)``."""
+def plot_activations(seen: np.ndarray, maps: np.ndarray, path, title: str,
+                     seen_title: str = "model input\n(after its own preprocessing)") -> Path:
+    """What the layer takes, ``seen`` (its first channels: the image after the model's own
+    preprocessing for a first conv, the pooled feature maps before a later one), titled
+    ``seen_title``, beside every channel of its feature map ``maps`` ``(H, W, channels)``."""
     channels = maps.shape[-1]
     cols = min(16, channels)
     rows = math.ceil(channels / cols)
@@ -186,7 +200,7 @@ def plot_activations(seen: np.ndarray, maps: np.ndarray, path, title: str) -> Pa
     image = seen - seen.min()
     image = image / (image.max() or 1.0)
     _show_image(ax, image if image.shape[-1] in (1, 3) else image[..., :1])
-    ax.set_title("model input\n(after its own preprocessing)", fontsize=8)
+    ax.set_title(seen_title, fontsize=8)
     for i in range(channels):
         sub = fig.add_subplot(grid[i // cols, 3 + i % cols])
         sub.imshow(maps[..., i], cmap="viridis")

@@ -20,6 +20,21 @@ def test_filter_figure_formats(cifar_model, tmp_path, fmt):
     assert_image_file(path, fmt)
 
 
+def test_gray_models_filters_are_gray_and_small_layers_get_a_readable_figure(tmp_path):
+    from kcnn.models import create_model
+
+    for name in ("cnn3", "net24k"):  # cnn3 repeats gray input into RGB; net24k convolves it directly
+        create_model(name, (28, 28, 1), 10).save(tmp_path / f"{name}.keras")
+    result = CliRunner().invoke(main, ["viz", "filters", str(tmp_path / "cnn3.keras"), str(tmp_path / "net24k.keras"),
+                                       "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for path in written(result):
+        with Image.open(path) as im:
+            pixels = np.asarray(im.convert("RGB"), dtype=np.int16)
+            assert im.size[0] >= 600  # figures.MIN_FIGURE: the title and colourbar have room
+        assert np.abs(pixels - pixels[..., :1]).max() == 0, path.name  # gray patches, no colour noise
+
+
 def test_filter_figure_changes_with_the_weights(cifar_model, tmp_path):
     import keras
 
