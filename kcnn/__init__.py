@@ -20,6 +20,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 __all__ = ["__version__", "train", "TrainConfig", "predict", "create_model", "list_models"]
 
 
+def __dir__():
+    # the lazy public API beside the module's own names, as dir(kcnn) and tab completion show them
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name):
     # Lazy public API, so `import kcnn` and `kcnn --help` stay fast.
     if name == "train":

@@ -121,6 +121,26 @@ class BackupUnlessDiverged(keras.callbacks.BackupAndRestore):
             super().on_epoch_end(epoch, logs)
 
 
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras' ``EarlyStopping`` on a maximized metric that, in a resumed run, starts from the epochs
+    already done (``rows`` of ``history.csv``): the same best value and the same count of epochs
+    without improvement, so the run stops where the uninterrupted one would."""
+
+    def __init__(self, rows: list[dict], **kwargs):
+        super().__init__(mode="max", **kwargs)
+        self.rows = rows
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for row in self.rows:  # as on_epoch_end counts: one more epoch waited, none after a new best
+            value = row.get(self.monitor)
+            if value is None:
+                continue
+            self.wait += 1
+            if self.best is None or value > self.best:  # Keras starts at None
+                self.best, self.wait = value, 0
+
+
 class DeferredInterrupt(keras.callbacks.Callback):
     """Ctrl-C during ``fit`` stops at the next batch or epoch boundary.
 
@@ -172,7 +192,7 @@ class FitCallbacks:
 
 def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, datasets=None, seed: int = 0,
                    ema: bool = False, tensorboard: bool = False, metadata: dict | None = None,
-                   extra=()) -> FitCallbacks:
+                   patience: int = 0, extra=()) -> FitCallbacks:
     """kcnn's callbacks for ``fit`` into ``run``, with ``extra`` (the caller's) run before them.
 
     Order matters: the logs are filled (lr, epoch time) before ``CSVLogger`` writes them, and the
@@ -190,6 +210,8 @@ def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, d
         tensorboard: Keras' ``TensorBoard`` writes each epoch's logs (loss, accuracy, their validation
             twins, learning rate) as scalars into ``run.tensorboard`` (``train/`` and ``validation/``).
         metadata: :func:`kcnn.metadata.make` of the run, written into each checkpoint.
+        patience: above 0, :class:`ResumableEarlyStopping` stops after this many epochs without a
+            better ``monitor``.
         extra: callbacks of the caller.
     """
     divergence, interrupt = Divergence(), DeferredInterrupt()
@@ -206,8 +228,10 @@ def make_callbacks(run: RunFolder, monitor: str, best_so_far: float | None, *, d
     # scalars per epoch only: no graph (Keras draws it from TensorFlow functions) and no profiler
     board = [keras.callbacks.TensorBoard(str(run.tensorboard), write_graph=False, profile_batch=0)
              for _ in range(tensorboard)]
+    stopping = [ResumableEarlyStopping(run.read_history(), monitor=monitor, patience=patience)
+                for _ in range(patience > 0)]
     ordered = [EpochSeeding(datasets, seed), *extra, divergence, LearningRateLogger(),
-               EpochTimer(), *board,
+               EpochTimer(), *board, *stopping,
                keras.callbacks.CSVLogger(str(run.history), append=True),
                *swap_in, checkpoint, *swap_out, backup, interrupt]
     return FitCallbacks(all=ordered, divergence=divergence, interrupt=interrupt)

@@ -184,14 +184,20 @@ def train(dataset, config_file, output, overwrite, **settings):
 
     Example: kcnn train cifar10 --epochs 15
     """
+    from kcnn import catalog
     from kcnn.config import TrainConfig
-    from kcnn.training import train as train_fn
 
     if dataset is None and config_file is None:
         raise click.UsageError("give a DATASET or --config RUN/config.json")
+    if dataset is not None:  # a typo is answered before Keras, torch and TensorFlow load
+        catalog.check_dataset_name(dataset)
+    if settings.get("model") is not None:
+        catalog.check_model_name(settings["model"])
+    from kcnn.training import train as train_fn
+
     config = TrainConfig.load(config_file) if config_file else None
     # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
-    train_fn(dataset, config, output=output, overwrite=overwrite, verbose="auto" if sys.stdout.isatty() else 2,
+    train_fn(dataset, config, output=output, overwrite=overwrite, verbose="auto",
              **{k: v for k, v in settings.items() if v is not None})
 
 
@@ -204,6 +210,9 @@ def data_cmd(dataset, data_dir, download):
     """Prepare DATASET ahead of training and say where it is: a TFDS name is downloaded and
     prepared if the data_dir lacks it; a folder of class folders is listed and every image read,
     naming the files that cannot be."""
+    from kcnn.catalog import check_dataset_name
+
+    check_dataset_name(dataset)  # a typo is answered before TensorFlow loads
     from kcnn import data
     from kcnn.data.folders import plural
 
@@ -383,6 +392,9 @@ def evaluate(model, dataset, split, data_dir, download, output, tta, fmt):
 
     Writes evaluation.json, confusion_matrix, misclassified and predictions figures.
     """
+    from kcnn.catalog import check_dataset_name
+
+    check_dataset_name(dataset)  # a typo is answered before Keras and TensorFlow load
     from kcnn.evaluation import evaluate as evaluate_fn
 
     evaluate_fn(model, dataset, split=split, data_dir=data_dir, output=output, fmt=fmt, tta=tta, download=download)
@@ -473,6 +485,43 @@ def viz_gradcam(args, model_files, class_name, output, fmt):
         click.echo(f"wrote {path}")
 
 
+@viz.command("batch")
+@click.argument("source", metavar="RUN|DATASET")
+@click.option("--epoch", type=click.IntRange(min=1), default=1, show_default=True,
+              help="The epoch whose first batch is drawn (order and augmentation are keyed to it).")
+@click.option("--count", type=click.IntRange(1, 256), default=32, show_default=True, help="Images drawn.")
+@data_dir_option
+@click.option("--output", type=click.Path(file_okay=False), default="runs/viz", show_default=True)
+@figure_format_option
+@handle_errors
+def viz_batch(source, epoch, count, data_dir, output, fmt):
+    """A grid of training images as the model sees them: the first batch of an epoch, augmented, of a
+    run (its config.json: dataset, augmentation, seed) or of a dataset or folder under its default recipe."""
+    from pathlib import Path
+
+    from kcnn import catalog, data, figures
+    from kcnn.config import TrainConfig, resolve
+
+    run = Path(source) / "config.json"
+    if run.exists():
+        config = TrainConfig.load(run)
+        info = data.load_info(config.dataset, data_dir or config.data_dir, image_size=config.image_size,
+                              channels=config.channels, test_split=config.test_split)
+    else:
+        catalog.check_dataset_name(source)
+        info = data.load_info(source, data_dir, download=False)
+        config = resolve(info.name, info.image_shape)
+    ds = data.load_datasets(info, batch_size=count, val_split=config.val_split, augment=config.augment,
+                            seed=config.seed)
+    ds.set_epoch(epoch - 1)
+    images, labels = (x.numpy() for x in next(iter(ds.train)))
+    name = Path(config.dataset).name
+    path = figures.plot_image_grid(
+        images, labels, None, info.class_names, Path(output) / f"batch_{name}_epoch{epoch}.{fmt}", cols=8,
+        title=f"{name}: training batch of epoch {epoch}, augment {config.augment}, seed {config.seed}")
+    click.echo(f"wrote {path}")
+
+
 @viz.command("history")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--output", type=click.Path(dir_okay=False), default=None,
@@ -516,9 +565,7 @@ def serve(models, host, port):
 def env():
     """Print backend, device and library versions (paste into bug reports)."""
     from kcnn.device import resolve_device, runtime_versions
-    from kcnn.quiet import import_tensorflow
 
-    import_tensorflow()
     for key, value in runtime_versions().items():
         click.echo(f"{key}: {value}")
     click.echo(f"device (auto): {resolve_device('auto')}")
@@ -526,8 +573,7 @@ def env():
 
 @main.command("models")
 def list_models_cmd():
-    """List the registered architectures."""
-    from kcnn.models import list_models
+    """List the architectures: parameters, input, default recipe and the reference tutorial."""
+    from kcnn.catalog import describe_models
 
-    for name in list_models():
-        click.echo(name)
+    click.echo(describe_models())

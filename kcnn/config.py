@@ -68,7 +68,7 @@ class TrainConfig:
 
     dataset: str = _setting("mnist", "TFDS name (mnist, fashion_mnist, cifar10, cifar100, ...) or a folder of "
                             "class folders", recipe=False)
-    model: str = _setting("cnn3", "Architecture: cnn3, cnn2, cnn2_simple or net24k", recipe=False)
+    model: str = _setting("cnn3", "Architecture (`kcnn models`)", recipe=False)
     epochs: int = _setting(15, "Passes over the training split", low=1, recipe=False)
     recipe: str | None = _setting(None, "The recipe the settings started from (a label)", recipe=False)
     optimizer: str = _setting("adam", "Adam, or SGD with Nesterov momentum 0.9", choices=OPTIMIZERS)
@@ -85,6 +85,8 @@ class TrainConfig:
     val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split that picks the kept epoch; 0 = none",
                                 low=0, high=0.5)
     seed: int = _setting(0, "Random seed (weights, data order, augmentation, dropout)", recipe=False)
+    patience: int = _setting(0, "Epochs without gain before stopping (EarlyStopping); 0 = off", low=0,
+                             recipe=False)
     image_size: tuple[int, int] | None = _setting(None, "Size a folder's images are brought to", recipe=False,
                                                   shown=" ".join(map(str, DEFAULT_IMAGE_SIZE)))
     channels: int | None = _setting(None, "A folder's images gray (1) or RGB (3)", choices=(1, 3),
@@ -93,7 +95,7 @@ class TrainConfig:
                                  low_open=True, recipe=False)
     mixed_precision: str | None = _setting(None, "Half-precision compute, for CUDA", choices=MIXED_PRECISION,
                                            recipe=False, shown="float32")
-    device: str = _setting("auto", "auto (CUDA if there is one), cpu, cuda or cuda:N", recipe=False)
+    device: str = _setting("auto", "auto, cpu, cuda or cuda:N", recipe=False)
     devices: int | str = _setting(1, "Split each batch over N devices or all (jax, tensorflow)", recipe=False)
     data_dir: str | None = _setting(None, "TFDS data_dir", recipe=False,
                                     shown="$TFDS_DATA_DIR, else ~/tensorflow_datasets")

@@ -7,6 +7,7 @@ module when it starts (``--backend`` is chosen before Keras loads).
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import importlib.util
 import os
 import platform
@@ -92,11 +93,18 @@ def runtime_versions() -> dict:
     }
     jax = ("jax",) if versions["backend"] == "jax" else ()
     for module in ("torch", "tensorflow", "tensorflow_datasets", "numpy", *jax):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:  # pragma: no cover - optional at predict time
-            versions[module] = None
+        versions[module] = _installed_version(module)
     return versions
+
+
+def _installed_version(module: str) -> str | None:
+    """``module.__version__`` when it is imported, else its distribution's version as installed
+    (``kcnn env`` need not import TensorFlow to name it); None when it is not installed."""
+    if module in sys.modules:
+        return getattr(sys.modules[module], "__version__", None)
+    for distribution in importlib.metadata.packages_distributions().get(module, []):
+        return importlib.metadata.version(distribution)
+    return None
 
 
 #: The Keras backends kcnn trains and predicts under (``--backend``).

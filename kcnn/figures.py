@@ -106,19 +106,23 @@ def plot_confusion_matrix(cm: np.ndarray, class_names, path, title: str = "Confu
     return _save(fig, path)
 
 
-def plot_image_grid(images, labels, probs, class_names, path, title: str = "") -> Path:
-    """Images with true and predicted labels and the predicted probability (red when wrong)."""
+def plot_image_grid(images, labels, probs, class_names, path, title: str = "", cols: int = 5) -> Path:
+    """Images with true and predicted labels and the predicted probability (red when wrong); with
+    ``probs`` None, with their labels only (a training batch)."""
     count = len(images)
-    cols = min(5, max(count, 1))
+    cols = min(cols, max(count, 1))
     rows = max(1, math.ceil(count / cols))
     fig = _figure(2.3 * cols, 2.5 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
-    for ax, image, label, p in zip(axes, images, labels, probs):
-        pred = int(np.argmax(p))
+    for ax, image, label, p in zip(axes, images, labels, [None] * count if probs is None else probs):
         _show_image(ax, image)
         ax.axis("on")
+        if p is None:
+            ax.set_title(class_names[int(label)], fontsize=8)
+            continue
+        pred = int(np.argmax(p))
         ax.set_title(f"true {class_names[int(label)]}\npred {class_names[pred]} {p[pred]:.2f}", fontsize=8,
                      color="tab:green" if pred == int(label) else "tab:red")
     if count == 0:

@@ -17,7 +17,6 @@ tensorflow and jax backends alike.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from typing import Callable
@@ -26,6 +25,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from kcnn.catalog import unknown_model
 from kcnn.errors import UsageError
 
 _REGISTRY: dict[str, Callable[..., keras.Model]] = {}
@@ -64,11 +64,7 @@ def check_model_name(name: str) -> str:
     """
     if name in _REGISTRY:
         return name
-    close = difflib.get_close_matches(str(name), list_models(), n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise UsageError(
-        f"Unknown model {name!r}; valid models: {', '.join(list_models())}.{hint}"
-    )
+    raise unknown_model(name, list_models())
 
 
 def default_data_format() -> str:

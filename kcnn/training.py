@@ -75,7 +75,8 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
         output: run folder (None: resume the latest unfinished run of the same settings under
             ``runs/`` or make a new numbered one).
         overwrite: delete what ``output`` holds and start again.
-        verbose: Keras ``fit`` verbosity (``"auto"``: a progress bar).
+        verbose: Keras ``fit`` verbosity: 0 silent, 1 a progress bar, 2 one line per epoch; ``"auto"``
+            (:func:`fit_verbosity`): a progress bar on a terminal or in a notebook, else one line an epoch.
         callbacks: extra Keras callbacks, run before kcnn's own.
         **overrides: :class:`kcnn.config.TrainConfig` fields (``model="net24k"``, ``epochs=2``,
             ``recipe="cifar"``, ``batch_size=32``...); None values are ignored.
@@ -118,7 +119,7 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
     with placement, _dtype_policy(config.mixed_precision):
         with distribution_scope(devices):
             net = build_model(config, info, ds, fresh=epochs_done == 0)
-            fit_seconds = _fit(net, ds, run, config, monitor, callbacks, verbose)
+            fit_seconds = _fit(net, ds, run, config, monitor, callbacks, fit_verbosity(verbose))
         history = run.read_history()
         metrics = _test_metrics(net, run, config, info, history, monitor)
     seconds = [row.get("epoch_seconds") for row in history]
@@ -130,6 +131,9 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
         model_metadata.write(run.model, model_file_metadata(config, info, metrics))
     run.write_json("metrics.json", metrics)
     run.finish()
+    if len(history) < config.epochs:
+        log.info(f"stopped early after epoch {len(history)} of {config.epochs}: {monitor} did not improve for "
+                 f"{config.patience} epochs (--patience)")
     log.info(format_results(history, metrics, monitor))
     return TrainResult(run_dir=run.path, config=config, metrics=metrics, history=history,
                        resumed_from_epoch=epochs_done)
@@ -239,6 +243,16 @@ def model_file_metadata(config: TrainConfig, info, metrics: dict | None = None) 
     return model_metadata.make(info.class_names, info.image_shape, info.name, card)
 
 
+def fit_verbosity(verbose: int | str) -> int:
+    """Keras ``fit``'s ``verbose`` for ours: ``"auto"`` is 1 (a progress bar) on a terminal or in a
+    Jupyter kernel and 2 (one line an epoch) elsewhere. Keras' own ``"auto"`` is 1 everywhere, and
+    its progress bar redraws with control characters whenever ``posix`` is imported, so a log file
+    or a pipe would get a bar full of them."""
+    if verbose != "auto":
+        return verbose
+    return 1 if sys.stdout.isatty() or "ipykernel" in sys.modules else 2
+
+
 def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callbacks, verbose) -> float:
     """``net.fit`` into ``run``; returns the wall seconds of this call's fit.
 
@@ -249,7 +263,7 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
     best = max((row[monitor] for row in run.read_history() if monitor in row), default=None)
     callbacks = make_callbacks(run, monitor, best, datasets=ds, seed=config.seed, ema=bool(config.ema),
                                tensorboard=config.tensorboard, metadata=model_file_metadata(config, ds.info),
-                               extra=list(extra_callbacks))
+                               patience=config.patience, extra=list(extra_callbacks))
     start = time.time()
     try:
         with training_fast_path(net):  # fused batch norm, direct forward (torch); the saved file stays stock

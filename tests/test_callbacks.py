@@ -114,3 +114,27 @@ def test_ema_checkpoints_the_averaged_weights_and_resumes_exactly(fake_data_dir,
         np.testing.assert_array_equal(a, b)
     for a, b in zip(saved("run"), saved("straight")):
         np.testing.assert_array_equal(a, b)
+
+
+class FlatValidation(keras.callbacks.Callback):
+    """Reports the same validation accuracy every epoch: no epoch improves on the first."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_accuracy"] = 0.5
+
+
+def test_patience_stops_a_run_that_stops_improving_and_says_so(fake_data_dir, tmp_path, caplog):
+    result = tiny_train(fake_data_dir, tmp_path / "run", epochs=5, patience=2, callbacks=[FlatValidation()])
+    assert len(result.history) == 3 and result.metrics["epochs"] == 3  # best at epoch 1, then 2 without
+    assert any(r.getMessage().startswith("stopped early after epoch 3 of 5") for r in caplog.records)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["settings"]["patience"] == 2
+
+
+def test_early_stopping_resumes_with_the_epochs_already_waited():
+    from kcnn.callbacks import ResumableEarlyStopping
+
+    rows = [{"epoch": 0, "val_accuracy": 0.6}, {"epoch": 1, "val_accuracy": 0.7}, {"epoch": 2, "val_accuracy": 0.65}]
+    stopping = ResumableEarlyStopping(rows, monitor="val_accuracy", patience=3)
+    stopping.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    stopping.on_train_begin()
+    assert (stopping.best, stopping.wait) == (0.7, 1)  # as the uninterrupted run had it after epoch 3

@@ -147,3 +147,13 @@ def test_the_readme_quickstart_commands_run(fake_data_dir, tmp_path):
         result = subprocess.run([sys.executable, "-m", "kcnn", *shlex.split(command)[1:]], cwd=tmp_path, env=env,
                                 capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, (command, result.stdout[-2000:], result.stderr[-2000:])
+
+
+def test_a_missing_file_exits_1_in_predict_and_viz_alike(tmp_path):
+    model = REPO / "saved_models" / "mnist.keras"
+    for args in (["predict", tmp_path / "missing.png", "--model", model],
+                 ["viz", "gradcam", model, tmp_path / "missing.png", "--output", tmp_path],
+                 ["viz", "filters", tmp_path / "missing.keras", "--output", tmp_path]):
+        result = run_cli(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "missing" in result.output and "Traceback" not in result.output

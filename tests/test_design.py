@@ -16,7 +16,7 @@ PACKAGE = REPO / "kcnn"
 #: an attribute is read) sits on top, and any module may read its constants.
 LAYERS = [
     {"kcnn.errors", "kcnn.files", "kcnn.quiet", "kcnn.metadata"},
-    {"kcnn.device", "kcnn.config"},
+    {"kcnn.device", "kcnn.config", "kcnn.catalog"},
     {"kcnn.images", "kcnn.models", "kcnn.fused", "kcnn.runs"},
     {"kcnn.data", "kcnn.data.tfds_access", "kcnn.data.folders", "kcnn.data.info", "kcnn.data.augment",
      "kcnn.data.pipelines"},

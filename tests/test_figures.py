@@ -81,3 +81,21 @@ def test_history_is_redrawn_from_csv(tmp_path):
     assert result.exit_code == 0, result.output
     assert written(result) == [tmp_path / "curves.png"]
     assert_image_file(tmp_path / "curves.png")
+
+
+@pytest.mark.slow
+def test_viz_batch_draws_a_runs_augmented_batch_keyed_to_its_epoch(fake_data_dir, tmp_path):
+    from helpers import tiny_train
+
+    run = tiny_train(fake_data_dir, tmp_path / "run", dataset="cifar10", epochs=1).run_dir
+    pictures = []
+    for epoch in ("1", "1", "2"):
+        result = CliRunner().invoke(main, ["viz", "batch", str(run), "--epoch", epoch, "--count", "8",
+                                           "--output", str(tmp_path / epoch)])
+        assert result.exit_code == 0, result.output
+        (path,) = written(result)
+        assert path.name == f"batch_cifar10_epoch{epoch}.png"
+        pictures.append(np.asarray(Image.open(path).convert("RGB"), dtype=np.int16))
+    assert np.array_equal(pictures[0], pictures[1]) and not np.array_equal(pictures[0], pictures[2])
+    named = CliRunner().invoke(main, ["viz", "batch", "mnist", "--data-dir", fake_data_dir, "--output", str(tmp_path)])
+    assert named.exit_code == 0 and written(named)[0].name == "batch_mnist_epoch1.png"

@@ -20,13 +20,12 @@ from pathlib import Path
 
 import tensorflow_datasets as tfds
 
+from kcnn.catalog import KNOWN_DATASETS
 from kcnn.errors import DataError, UsageError
 from kcnn.quiet import no_retry_warnings
 
 log = logging.getLogger(__name__)
 
-#: Datasets kcnn documents and tests; other TFDS image datasets work too.
-KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 #: Bytes TFRecord adds around each record: length (8), its CRC (4) and the data's CRC (4).
 TFRECORD_FRAMING = 16
 #: Seconds the reachability check waits for a connection to a download host before it lets TFDS try.
