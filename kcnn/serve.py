@@ -35,6 +35,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kcnn.errors import UsageError
 from kcnn.explain import gradcam
@@ -70,7 +71,7 @@ class ServedModel:
     def card(self) -> dict:
         clf = self.clf
         return {"name": clf.name, "file": str(clf.path), "dataset": clf.dataset, "input_shape": list(clf.input_shape),
-                "class_names": list(clf.class_names), "digit_style": clf.digit_style}
+                "class_names": list(clf.class_names), "digit_style": clf.digit_style, "input_rule": clf.input_rule}
 
     def predict(self, image, top_k: int, explain: bool) -> dict:
         """The response of ``POST /predict`` for one PIL image (:func:`kcnn.images.decode_image`)."""
@@ -122,6 +123,11 @@ def create_app(models: dict):
     @app.exception_handler(ServeError)
     async def refused(request, error: ServeError):
         return JSONResponse({"error": error.message}, status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def not_served(request, error: StarletteHTTPException):  # 404, 405: the same shape as the others
+        return JSONResponse({"error": f"{request.method} {request.url.path}: {error.detail}"},
+                            status_code=error.status_code, headers=getattr(error, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request, error: RequestValidationError):

@@ -131,6 +131,10 @@ def test_bad_requests_get_one_line_errors_and_the_next_request_is_served(url, im
         assert response.status_code == status and message in response.json()["error"]
     response = httpx.post(f"{url}/predict", content=png)
     assert response.status_code == 400 and "several models are loaded" in response.json()["error"]
+    for method, path, status in (("GET", "/nowhere", 404), ("GET", "/predict", 405)):  # routing refusals too
+        response = httpx.request(method, f"{url}{path}")
+        assert response.status_code == status and response.json() == {"error": f"{method} {path}: " + (
+            "Not Found" if status == 404 else "Method Not Allowed")}
 
 
 @pytest.mark.slow
