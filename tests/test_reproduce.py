@@ -87,6 +87,16 @@ def test_table_gives_mean_spread_and_whether_the_default_meets_the_target(tmp_pa
     assert cells[7] == "no (-0.10 pt)"
 
 
+def test_readmes_short_table_has_six_columns_with_the_full_tables_default_figure(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    fake_run(tmp_path, "default", 0, 0.9940, 120)
+    fake_run(tmp_path, "default", 1, 0.9950, 240)
+    full = last_row_cells(reproduce.table([ROW]))
+    short = last_row_cells(reproduce.summary([ROW]))
+    assert len(short) == 6 and short[:4] == full[:4]
+    assert full[6].startswith(short[4]) and short[5] == "3.0"  # 120 s and 240 s: 3.0 minutes a run
+
+
 def test_a_run_trained_under_another_recipe_name_with_the_same_settings_counts_and_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(reproduce, "RUNS", tmp_path)
     fake_run(tmp_path, "default", 0, 0.9940)
