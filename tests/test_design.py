@@ -90,3 +90,26 @@ def test_the_python_api_logs_through_the_callers_logging(fake_data_dir, tmp_path
     assert messages[0][0] == "kcnn.training" and messages[0][1].startswith("kcnn ")
     assert any(m.startswith("test accuracy") for _, m in [(n, m.splitlines()[-1]) for n, m in messages])
     assert capsys.readouterr().out == ""  # nothing printed behind the caller's back
+
+
+def test_dir_lists_the_lazy_public_api_and_auto_verbosity_draws_a_bar_only_for_a_person(monkeypatch):
+    import io
+    import sys
+
+    import kcnn
+    from kcnn.training import fit_verbosity
+
+    assert {"train", "TrainConfig", "predict", "create_model", "list_models"} <= set(dir(kcnn))
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # a log file or a pipe: one line an epoch
+    assert fit_verbosity("auto") == 2 and fit_verbosity(0) == 0
+    monkeypatch.setattr(sys, "stdout", Terminal())
+    assert fit_verbosity("auto") == 1
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    monkeypatch.setitem(sys.modules, "ipykernel", object())  # a notebook's kernel
+    assert fit_verbosity("auto") == 1
