@@ -48,7 +48,8 @@ def check_dataset_name(name: str) -> None:
     close = difflib.get_close_matches(name, KNOWN_DATASETS, n=1, cutoff=0.75)
     if close:
         raise UsageError(f"Unknown dataset {name!r}. Did you mean {close[0]!r}? (kcnn is tuned for "
-                         f"{', '.join(KNOWN_DATASETS)}; any TFDS image dataset or a folder of class folders trains too)")
+                         f"{', '.join(KNOWN_DATASETS)}; any TFDS image dataset or a folder of class folders "
+                         f"trains too)")
 
 
 def unknown_model(name: str, valid) -> UsageError:

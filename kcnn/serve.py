@@ -206,7 +206,8 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as e:
-            raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or --host") from None
+            raise UsageError(f"cannot listen on {host}:{port} ({e.strerror}); choose another --port or "
+                             f"--host") from None
 
 
 def serve(paths=(), host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> None:

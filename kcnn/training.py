@@ -226,7 +226,7 @@ def build_model(config: TrainConfig, info, ds, fresh: bool = True):
         images = data.load_split_arrays(info, f"train[:{count}]")[0]
         eigenvalues = models.whiten_first_conv(net, images)
         log.info(f"first conv whitened on {len(images)} training images (leading patch variances "
-            f"{', '.join(f'{v:.3g}' for v in eigenvalues[:3])})")
+                 f"{', '.join(f'{v:.3g}' for v in eigenvalues[:3])})")
     steps_per_epoch = math.ceil(ds.num_train / config.batch_size)
     schedule = make_lr_schedule(config.lr_schedule, config.lr, steps_per_epoch, config.epochs)
     loss, metric = make_loss(config.label_smoothing)
@@ -238,8 +238,8 @@ def build_model(config: TrainConfig, info, ds, fresh: bool = True):
 def model_file_metadata(config: TrainConfig, info, metrics: dict | None = None) -> dict:
     """:func:`kcnn.metadata.make` of a run's ``model.keras``: its classes, input rule and dataset, and as
     its card the architecture, the command that trains it, the settings and (once known) the test figures."""
-    figures = {k: metrics[k] for k in ("test_accuracy", "test_loss", "epochs") if k in (metrics or {})}
-    card = {"model": config.model, "command": config.command(), "settings": config.to_dict(), **figures}
+    results = {k: metrics[k] for k in ("test_accuracy", "test_loss", "epochs") if k in (metrics or {})}
+    card = {"model": config.model, "command": config.command(), "settings": config.to_dict(), **results}
     return model_metadata.make(info.class_names, info.image_shape, info.name, card)
 
 
@@ -270,7 +270,8 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
             net.fit(ds.train, validation_data=ds.val, epochs=config.epochs, verbose=verbose, shuffle=False,
                     callbacks=callbacks.all)
     except KeyboardInterrupt:
-        log.warning(f"\nInterrupted. The last completed epoch is saved in {run.path}; re-run the same command to resume.")
+        log.warning(f"\nInterrupted. The last completed epoch is saved in {run.path}; re-run the same command "
+                    f"to resume.")
         raise
     finally:
         callbacks.interrupt.restore()  # give Ctrl-C back to Python

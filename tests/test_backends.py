@@ -167,6 +167,7 @@ def test_two_jax_devices_train_real_mnist(real_data_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test_accuracy"] >= 0.97
 
 
+@pytest.mark.slow
 def test_tensorboard_gets_loss_accuracy_and_learning_rate_per_epoch(fake_data_dir, tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -55,6 +55,7 @@ def test_filter_figure_changes_with_the_weights(cifar_model, tmp_path):
     assert before.shape != after.shape or np.abs(before - after).sum() > 0
 
 
+@pytest.mark.slow
 def test_activations_for_all_conv_layers(cifar_model, tmp_path):
     result = CliRunner().invoke(main, ["viz", "activations", str(cifar_model / "cifar.keras"),
                                        str(cifar_model / "photo.png"), "--layer", "all", "--output", str(tmp_path)])

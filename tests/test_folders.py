@@ -155,6 +155,7 @@ def test_a_folder_runs_under_runs_by_its_name(photo_folder, tmp_path, monkeypatc
     assert folder.path.resolve() == tmp_path.resolve() / "runs" / "shapes-cnn3-1" and not resume
 
 
+@pytest.mark.slow
 def test_a_streamed_folder_run_resumed_after_ctrl_c_replays_the_uninterrupted_run(photo_folder, tmp_path,
                                                                                    monkeypatch):
     from helpers import InterruptAt

@@ -58,8 +58,8 @@ EXPECTED_FILES = ["a.png", "b.jpg", "c.bmp", "d.gif", "e.webp", "f.tiff",
 
 
 def test_a_top_k_above_the_class_count_lists_and_names_every_class(tiny_models, images):
-    result = CliRunner().invoke(main, ["predict", str(images / "a.png"), "--model", str(tiny_models / "tinycifar.keras"),
-                                       "--top-k", "50"])
+    result = CliRunner().invoke(main, ["predict", str(images / "a.png"), "--top-k", "50",
+                                       "--model", str(tiny_models / "tinycifar.keras")])
     assert result.exit_code == 0, result.output
     header, row = result.stdout.splitlines()
     assert header.split()[-1] == "top-10" and row.count(";") == 9

@@ -89,6 +89,7 @@ def test_ctrl_c_exits_130_and_says_how_to_resume(fake_data_dir, tmp_path):
     assert backed_up_epochs(out) >= 1
 
 
+@pytest.mark.slow
 def test_failed_checkpoint_write_keeps_the_previous_model(fake_data_dir, tmp_path, monkeypatch):
     import errno
 
@@ -121,6 +122,7 @@ def test_failed_checkpoint_write_keeps_the_previous_model(fake_data_dir, tmp_pat
     assert np.all(np.isfinite(model.predict(np.zeros((1, 28, 28, 1), np.uint8), verbose=0)))
 
 
+@pytest.mark.slow
 def test_backup_corrupted_while_saving_falls_back_to_the_previous_one(fake_data_dir, tmp_path):
     import keras
 

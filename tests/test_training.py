@@ -214,6 +214,7 @@ def test_baseline_recipe_from_the_command_line_sets_its_batch_size_and_augmentat
             in result.output)
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_in_bfloat16_with_a_float32_head_and_restores_the_policy(fake_data_dir, tmp_path):
     out = tmp_path / "run"
     result = tiny_train(fake_data_dir, out, model="cnn3", epochs=1, mixed_precision="bfloat16")
