@@ -23,7 +23,7 @@ MODELS = {
     "net24k": ("CNN MNIST Classification with PyTorch", (28, 28, 1), "mnist", 24_488),
 }
 #: Datasets kcnn documents and tests; other TFDS image datasets work too.
-KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
 
 
 def describe_models() -> str:

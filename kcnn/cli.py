@@ -201,6 +201,45 @@ def train(dataset, config_file, output, overwrite, **settings):
              **{k: v for k, v in settings.items() if v is not None})
 
 
+@main.command("lr-find")
+@click.argument("dataset", required=False)
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
+              help="Named settings (`kcnn recipes`) [default: by dataset and model].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="The settings of a run (config.json); options override them.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Training steps of the test [default: one epoch, at most 1,000].")
+@click.option("--start", type=click.FloatRange(min=0, min_open=True), default=1e-7, show_default=True,
+              help="Learning rate of the first step.")
+@click.option("--end", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="Learning rate of the last step.")
+@_setting_options
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Folder of lr_find.json and lr_find.png [default: runs/lr_find/DATASET-MODEL-N].")
+@_backend_option
+@handle_errors
+def lr_find_cmd(dataset, config_file, steps, start, end, output, **settings):
+    """Find a learning rate for DATASET (a TFDS name or a folder) with the range test (Smith 2017;
+    fastai's lr_find): a fresh model of the run's settings trains while the learning rate grows
+    exponentially from --start to --end; the smoothed loss against the rate is drawn, and the
+    steepest descent suggested beside the recipe's rate. No run folder is touched.
+
+    Example: kcnn lr-find cifar10 --steps 200
+    """
+    from kcnn import catalog
+    from kcnn.config import TrainConfig
+
+    if dataset is None and config_file is None:
+        raise click.UsageError("give a DATASET or --config RUN/config.json")
+    if dataset is not None:
+        catalog.check_dataset_name(dataset)
+    from kcnn.lr_find import lr_find
+
+    config = TrainConfig.load(config_file) if config_file else None
+    lr_find(dataset, config, steps=steps, start=start, end=end, output=output,
+            **{k: v for k, v in settings.items() if v is not None})
+
+
 @main.command("data")
 @click.argument("dataset")
 @data_dir_option

@@ -70,6 +70,25 @@ def plot_history(rows: list[dict], path, title: str = "Training curves") -> Path
     return _save(fig, path)
 
 
+def plot_lr_find(lrs, smoothed, suggested: float, recipe_lr: float, path, title: str) -> Path:
+    """The range test's smoothed training loss against the learning rate (log axis), the suggested
+    rate and the recipe's rate marked."""
+    fig = _figure(7, 4.2)
+    ax = fig.subplots()
+    ax.semilogx(lrs, smoothed, "-", color="tab:blue", label="training loss (smoothed)")
+    ax.axvline(suggested, color="tab:red", linestyle="--", label=f"suggested {suggested:.1e} (steepest descent)")
+    ax.axvline(recipe_lr, color="tab:gray", linestyle=":", label=f"the recipe's lr {recipe_lr:.1e}")
+    finite = [v for v in smoothed if np.isfinite(v)]
+    if finite:  # the divergence at the end would squash the interesting part
+        ax.set_ylim(min(finite) - 0.05 * abs(min(finite)), min(max(finite), 2.5 * finite[0]))
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
 def plot_confusion_matrix(cm: np.ndarray, class_names, path, title: str = "Confusion matrix") -> Path:
     """Counts and row-normalised confusion matrices side by side, labelled by class name.
 

@@ -4,7 +4,6 @@
 import json
 import logging
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +13,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 logging.getLogger("kcnn").setLevel(logging.INFO)  # caplog sees the Python API's progress lines
 
-from helpers import CIFAR_NAMES, find_real_data_dir, write_photo_folder  # noqa: E402  (after the backend)
+# after the backend is set: helpers imports kcnn
+from helpers import CIFAR_NAMES, find_real_data_dir, store_dataset, write_photo_folder  # noqa: E402
 
 @pytest.fixture(scope="session")
 def real_data_dir():
@@ -24,41 +24,16 @@ def real_data_dir():
     return path
 
 
-def _store(data_dir, name, version, shape, class_names, sizes, seed=0, with_id=False):
-    """Prepare a random dataset with the features TFDS' registered builder ``name`` decodes."""
-    import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    rng = np.random.default_rng(seed)
-
-    def examples(split, n):
-        ex = {"image": rng.integers(0, 256, (n, *shape), dtype=np.uint8),
-              "label": rng.integers(0, len(class_names), n)}
-        if with_id:
-            ex["id"] = [f"{split}_{i:05d}" for i in range(n)]
-        return tf.data.Dataset.from_tensor_slices(ex)
-
-    splits = {split: examples(split, n) for split, n in sizes.items()}
-    spec = {"image": tfds.features.Image(shape=shape),
-            "label": tfds.features.ClassLabel(names=class_names)}
-    if with_id:
-        spec["id"] = tfds.features.Text()
-    features = tfds.features.FeaturesDict(spec)
-    tfds.dataset_builders.store_as_tfds_dataset(
-        name=name, version=version, features=features, split_datasets=splits, data_dir=str(data_dir)
-    )
-
-
 @pytest.fixture(scope="session")
 def fake_data_dir(tmp_path_factory):
     """A TFDS data_dir with tiny random ``mnist``, ``fashion_mnist`` (28x28x1) and ``cifar10`` (32x32x3), prepared by TFDS itself."""
     data_dir = tmp_path_factory.mktemp("tfds")
-    _store(data_dir, "mnist", "3.0.1", (28, 28, 1), [str(i) for i in range(10)],
+    store_dataset(data_dir, "mnist", "3.0.1", (28, 28, 1), [str(i) for i in range(10)],
            {"train": 96, "test": 32})
-    _store(data_dir, "fashion_mnist", "3.0.1", (28, 28, 1),
+    store_dataset(data_dir, "fashion_mnist", "3.0.1", (28, 28, 1),
            ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
            {"train": 32, "test": 16}, seed=2)
-    _store(data_dir, "cifar10", "3.0.2", (32, 32, 3),
+    store_dataset(data_dir, "cifar10", "3.0.2", (32, 32, 3),
            ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
            {"train": 64, "test": 32}, seed=1, with_id=True)
     return str(data_dir)

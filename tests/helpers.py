@@ -64,6 +64,31 @@ def write_photo_folder(root: Path, per_class: int = 12, seed: int = 0, modes=("R
     return root
 
 
+def store_dataset(data_dir, name, version, shape, class_names, sizes, seed=0, with_id=False):
+    """Prepare a random dataset with the features TFDS' registered builder ``name`` decodes."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng(seed)
+
+    def examples(split, n):
+        ex = {"image": rng.integers(0, 256, (n, *shape), dtype=np.uint8),
+              "label": rng.integers(0, len(class_names), n)}
+        if with_id:
+            ex["id"] = [f"{split}_{i:05d}" for i in range(n)]
+        return tf.data.Dataset.from_tensor_slices(ex)
+
+    splits = {split: examples(split, n) for split, n in sizes.items()}
+    spec = {"image": tfds.features.Image(shape=shape),
+            "label": tfds.features.ClassLabel(names=class_names)}
+    if with_id:
+        spec["id"] = tfds.features.Text()
+    features = tfds.features.FeaturesDict(spec)
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name, version=version, features=features, split_datasets=splits, data_dir=str(data_dir)
+    )
+
+
 #: Settings that train the tiny generated datasets in seconds: the 24k net, batch 16, a quarter held out.
 FAST = dict(model="net24k", batch_size=16, val_split=0.25)
 #: The same as command-line options.

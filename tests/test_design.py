@@ -23,6 +23,7 @@ LAYERS = [
     {"kcnn.prediction", "kcnn.explain", "kcnn.figures", "kcnn.callbacks"},
     {"kcnn.evaluation", "kcnn.export"},
     {"kcnn.training", "kcnn.serve"},
+    {"kcnn.lr_find"},
     {"kcnn.cli"},
     {"kcnn", "kcnn.__main__"},
 ]

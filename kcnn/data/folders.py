@@ -101,9 +101,9 @@ def _list(directory: Path, class_names=None) -> tuple[list[str], list[int], list
     folders = sorted(d.name for d in directory.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not folders:
         loose = sum(1 for f in directory.iterdir() if f.suffix.lower() in LISTED_FORMATS)
+        lying = f" ({plural(loose, 'image')} {'lies' if loose == 1 else 'lie'} directly in it)" if loose else ""
         raise FolderError(f"{directory}: no class folders; put the images in one folder per class, "
-                          f"{directory}/CLASS/*.jpg" + (f" ({plural(loose, 'image')} lie directly in it)"
-                                                         if loose else ""))
+                          f"{directory}/CLASS/*.jpg{lying}")
     try:
         ds = keras.utils.image_dataset_from_directory(
             directory, labels="inferred", class_names=class_names, shuffle=False, batch_size=None, verbose=False)
