@@ -240,6 +240,52 @@ def lr_find_cmd(dataset, config_file, steps, start, end, output, **settings):
             **{k: v for k, v in settings.items() if v is not None})
 
 
+@main.command("tune")
+@click.argument("dataset", required=False)
+@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
+              help="Named settings every trial starts from [default: by dataset and model].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="Start every trial from the settings of a run (config.json).")
+@click.option("--trials", type=int, default=10, show_default=True, help="Trials to run (Bayesian, random).")
+@click.option("--algorithm", type=click.Choice(["bayesian", "hyperband", "random"]), default="bayesian",
+              show_default=True, help="KerasTuner's oracle.")
+@click.option("--space", "space", multiple=True, metavar="NAME=KIND:...",
+              help="A setting to search, replacing the default space: NAME=log:LOW:HIGH, NAME=float:LOW:HIGH or "
+                   "NAME=choice:A,B (repeatable) [default: lr, weight_decay, batch_size, augment, label_smoothing].")
+@click.option("--chief", metavar="HOST:PORT", default=None, help="Hold the oracle for workers on other machines.")
+@click.option("--worker", metavar="HOST:PORT", default=None, help="Run trials for the chief at HOST:PORT.")
+@_setting_options
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="The search's folder; the same one resumes [default: runs/tune/DATASET-MODEL].")
+@_backend_option
+@handle_errors
+def tune_cmd(dataset, config_file, trials, algorithm, space, chief, worker, output, **settings):
+    """Search settings for DATASET (a TFDS name or a folder) with KerasTuner: every trial is a kcnn
+    training run of --epochs epochs (default 3) chosen by its validation accuracy; the test split is
+    never read. Prints the trials, best first, and writes OUTPUT/best_config.json for
+    `kcnn train --config`. Re-running the same command resumes an interrupted search.
+
+    Example: kcnn tune mnist --model net24k --trials 12 --epochs 3
+    """
+    from kcnn import catalog
+    from kcnn.config import TrainConfig
+
+    if dataset is None and config_file is None:
+        raise click.UsageError("give a DATASET or --config RUN/config.json")
+    if dataset is not None:
+        catalog.check_dataset_name(dataset)
+    import importlib.util
+
+    if importlib.util.find_spec("keras_tuner") is None or importlib.util.find_spec("sklearn") is None:
+        raise UsageError("kcnn tune needs KerasTuner and scikit-learn: pip install 'kcnn[tune]'")
+    from kcnn.tune import parse_space, tune
+
+    config = TrainConfig.load(config_file) if config_file else None
+    given = {k: v for k, v in settings.items() if v is not None}
+    tune(dataset, config, trials=trials, epochs=given.pop("epochs", 3), algorithm=algorithm,
+         space=parse_space(space) if space else None, output=output, chief=chief, worker=worker, **given)
+
+
 @main.command("data")
 @click.argument("dataset")
 @data_dir_option

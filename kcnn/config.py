@@ -226,6 +226,44 @@ def migrate_record(record: dict) -> dict:
     return {**record, "settings": settings, "format_version": FORMAT_VERSION}
 
 
+#: ``kcnn tune``'s search space, one line per setting: ("log", low, high) draws on a log scale,
+#: ("float", low, high) uniformly, ("choice", values) one of them. Each stays inside the range and
+#: choices of its TrainConfig field (check_search_space, tested).
+SEARCH_SPACE = {
+    "lr": ("log", 1e-4, 3e-2),
+    "weight_decay": ("float", 0.0, 0.1),
+    "batch_size": ("choice", (32, 64, 128)),
+    "augment": ("choice", ("none", "shift", "affine", "flip", "flip_shift")),
+    "label_smoothing": ("float", 0.0, 0.2),
+}
+
+
+def check_search_space(space: dict) -> dict:
+    """``space`` (as :data:`SEARCH_SPACE`), checked against :class:`TrainConfig`'s fields.
+
+    Raises:
+        UsageError: an unknown setting, a setting recipes do not set, a kind other than log, float or
+            choice, an empty or reversed range, or a bound or choice the field refuses.
+    """
+    tunable = {f.name: f for f in settings_fields(recipe_only=True)}
+    for name, spec in space.items():
+        if name not in tunable:
+            raise UsageError(f"Unknown setting {name!r} in the search space; tunable: {', '.join(sorted(tunable))}. "
+                             f"Received: {name}={spec!r}")
+        kind, *bounds = spec
+        values = bounds[0] if kind == "choice" else bounds
+        if kind not in ("log", "float", "choice") or not values or (kind != "choice" and (
+                len(bounds) != 2 or not bounds[0] < bounds[1] or (kind == "log" and bounds[0] <= 0))):
+            raise UsageError(f"{name} in the search space must be (log|float, low, high) with low < high, or "
+                             f"(choice, values). Received: {name}={spec!r}")
+        for value in values:
+            try:
+                _check(tunable[name], value)
+            except UsageError as e:
+                raise UsageError(f"the search space of {name} leaves its range: {e}") from None
+    return space
+
+
 #: Settings that do not change what a run computes; a run may resume with others. (``devices``
 #: splits each batch, which changes sums' rounding only: tests/test_backends.py bounds it.)
 NOT_IDENTITY = ("device", "devices", "data_dir", "download", "recipe", "tensorboard")

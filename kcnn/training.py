@@ -64,7 +64,8 @@ class TrainResult:
 
 
 def train(dataset: str | None = None, config: TrainConfig | None = None, *, output: str | Path | None = None,
-          overwrite: bool = False, verbose: int | str = "auto", callbacks=(), **overrides) -> TrainResult:
+          overwrite: bool = False, verbose: int | str = "auto", callbacks=(), test: bool = True,
+          **overrides) -> TrainResult:
     """Train a registered model on a TFDS dataset; the Python API of ``kcnn train``.
 
     Args:
@@ -78,6 +79,8 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
         verbose: Keras ``fit`` verbosity: 0 silent, 1 a progress bar, 2 one line per epoch; ``"auto"``
             (:func:`fit_verbosity`): a progress bar on a terminal or in a notebook, else one line an epoch.
         callbacks: extra Keras callbacks, run before kcnn's own.
+        test: evaluate the test split at the end (False: ``kcnn tune``'s trials, which choose by
+            the validation split and never read the test split).
         **overrides: :class:`kcnn.config.TrainConfig` fields (``model="net24k"``, ``epochs=2``,
             ``recipe="cifar"``, ``batch_size=32``...); None values are ignored.
 
@@ -121,7 +124,8 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
             net = build_model(config, info, ds, fresh=epochs_done == 0)
             fit_seconds = _fit(net, ds, run, config, monitor, callbacks, fit_verbosity(verbose))
         history = run.read_history()
-        metrics = _test_metrics(net, run, config, info, history, monitor)
+        metrics = (_test_metrics(net, run, config, info, history, monitor) if test
+                   else _history_metrics(history, monitor))
     seconds = [row.get("epoch_seconds") for row in history]
     if seconds and None not in seconds:  # every epoch timed (a migrated run's first ones are not)
         metrics["fit_seconds"] = round(sum(seconds), 1)
@@ -284,6 +288,13 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
     return time.time() - start
 
 
+def _history_metrics(history: list, monitor: str) -> dict:
+    """The kept epoch (1-based), its ``monitor`` value, and the epochs trained."""
+    best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
+    return {"best_epoch": int(best_row.get("epoch", -1)) + 1, f"best_{monitor}": best_row.get(monitor),
+            "epochs": len(history)}
+
+
 def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list, monitor: str) -> dict:
     """Test figures of ``model.keras`` (with ``evaluation/`` and ``curves.png`` written), of the last
     epoch's weights in ``net`` when another epoch was kept, and with test-time flip averaging for
@@ -295,8 +306,7 @@ def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list,
     best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
     metrics = {"test_accuracy": float(evaluation["accuracy"]), "test_loss": float(evaluation["loss"]),
                "final_test_accuracy": float(evaluation["accuracy"]), "test_examples": int(evaluation["examples"]),
-               "best_epoch": int(best_row.get("epoch", -1)) + 1, f"best_{monitor}": best_row.get(monitor),
-               "epochs": len(history)}
+               **_history_metrics(history, monitor)}
     last_is_best = not history or best_row is history[-1]
     mirror = info.image_shape[-1] == 3 or "flip" in config.augment
 
@@ -404,10 +414,11 @@ def format_results(history: list[dict], metrics: dict, monitor: str = "val_accur
     lines = [" ".join(f"{title:>{int(fmt.split('.')[0].rstrip('d'))}}" for _, title, fmt in cols)]
     for row in history:
         lines.append(" ".join(format(row[key] + (key == "epoch"), fmt) for key, _, fmt in cols))
-    lines.append(f"test accuracy {metrics['test_accuracy']:.4f} | test loss {metrics['test_loss']:.4f} | "
-                 f"best epoch {metrics['best_epoch']} by {monitor}"
+    tested = f"test accuracy {metrics['test_accuracy']:.4f} | test loss {metrics['test_loss']:.4f} | " if (
+        "test_accuracy" in metrics) else ""
+    lines.append(tested + f"best epoch {metrics['best_epoch']} by {monitor}"
                  + (f" | last epoch's weights: test accuracy {metrics['final_test_accuracy']:.4f}"
-                    if metrics.get("final_test_accuracy", metrics["test_accuracy"]) != metrics["test_accuracy"]
+                    if metrics.get("final_test_accuracy", metrics.get("test_accuracy")) != metrics.get("test_accuracy")
                     else "")
                  + (f" | peak RSS {metrics['peak_rss_gib']:.2f} GiB" if "peak_rss_gib" in metrics else "")
                  + (f" | {metrics['skipped_files']} unreadable files skipped" if metrics.get("skipped_files") else ""))

@@ -23,7 +23,7 @@ LAYERS = [
     {"kcnn.prediction", "kcnn.explain", "kcnn.figures", "kcnn.callbacks"},
     {"kcnn.evaluation", "kcnn.export"},
     {"kcnn.training", "kcnn.serve"},
-    {"kcnn.lr_find"},
+    {"kcnn.lr_find", "kcnn.tune"},
     {"kcnn.cli"},
     {"kcnn", "kcnn.__main__"},
 ]

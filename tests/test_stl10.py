@@ -31,7 +31,8 @@ def test_kcnn_train_stl10_takes_the_colour_recipe_and_leaves_the_unlabelled_spli
     result = run_cli("train", "stl10", "--data-dir", stl10_dir, "--model", "cnn2", "--epochs", "1",
                      "--batch-size", "8", "--output", tmp_path / "run")
     assert result.exit_code == 0, result.output
-    assert "stl10 1.0.0 from the TFDS data_dir" in result.output and "(24 train / 16 test, 96x96x3 images)" in result.output
+    assert "stl10 1.0.0 from the TFDS data_dir" in result.output
+    assert "(24 train / 16 test, 96x96x3 images)" in result.output
     record = json.loads((tmp_path / "run" / "config.json").read_text())
     assert record["settings"]["recipe"] == "cifar" and record["dataset"]["class_names"] == STL10_NAMES
     assert record["resolved"]["num_train"] + record["resolved"]["num_val"] == 24  # the 8 unlabelled never read
