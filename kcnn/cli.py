@@ -163,13 +163,38 @@ def _setting_options(f):
     return f
 
 
+def _run_settings(config_help: str):
+    """DATASET, ``--recipe``, ``--config FILE`` (``config_help``) and every TrainConfig setting: the
+    options of each command that trains (train, lr-find, tune), as Ultralytics' modes share theirs."""
+
+    def decorate(f):
+        f = _setting_options(f)
+        f = click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+                         help=config_help)(f)
+        f = click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
+                         help="Named settings (`kcnn recipes`) [default: by dataset and model].")(f)
+        return click.argument("dataset", required=False)(f)
+
+    return decorate
+
+
+def _start_config(dataset, config_file, settings: dict):
+    """The run config a training command starts from (``--config``), after the checks that answer a
+    missing dataset or a typo in a dataset or model name before Keras, torch and TensorFlow load."""
+    from kcnn import catalog
+    from kcnn.config import TrainConfig
+
+    if dataset is None and config_file is None:
+        raise click.UsageError("give a DATASET or --config RUN/config.json")
+    if dataset is not None:
+        catalog.check_dataset_name(dataset)
+    if settings.get("model") is not None:
+        catalog.check_model_name(settings["model"])
+    return TrainConfig.load(config_file) if config_file else None
+
+
 @main.command()
-@click.argument("dataset", required=False)
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="Named settings (`kcnn recipes`) [default: by dataset and model].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="Replay a run: the settings of FILE (config.json); options override them.")
-@_setting_options
+@_run_settings("Replay a run: the settings of FILE (config.json); options override them.")
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Run folder [default: runs/DATASET-MODEL-N, or the unfinished run of the same settings].")
 @click.option("--overwrite", is_flag=True, help="Delete what --output holds and start again.")
@@ -184,36 +209,22 @@ def train(dataset, config_file, output, overwrite, **settings):
 
     Example: kcnn train cifar10 --epochs 15
     """
-    from kcnn import catalog
-    from kcnn.config import TrainConfig
-
-    if dataset is None and config_file is None:
-        raise click.UsageError("give a DATASET or --config RUN/config.json")
-    if dataset is not None:  # a typo is answered before Keras, torch and TensorFlow load
-        catalog.check_dataset_name(dataset)
-    if settings.get("model") is not None:
-        catalog.check_model_name(settings["model"])
+    config = _start_config(dataset, config_file, settings)
     from kcnn.training import train as train_fn
 
-    config = TrainConfig.load(config_file) if config_file else None
     # a progress bar on a terminal, one line per epoch into a log file (nohup ... > run.log)
     train_fn(dataset, config, output=output, overwrite=overwrite, verbose="auto",
              **{k: v for k, v in settings.items() if v is not None})
 
 
 @main.command("lr-find")
-@click.argument("dataset", required=False)
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="Named settings (`kcnn recipes`) [default: by dataset and model].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="The settings of a run (config.json); options override them.")
+@_run_settings("The settings of a run (config.json); options override them.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Training steps of the test [default: one epoch, at most 1,000].")
 @click.option("--start", type=click.FloatRange(min=0, min_open=True), default=1e-7, show_default=True,
               help="Learning rate of the first step.")
 @click.option("--end", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
               help="Learning rate of the last step.")
-@_setting_options
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="Folder of lr_find.json and lr_find.png [default: runs/lr_find/DATASET-MODEL-N].")
 @_backend_option
@@ -226,26 +237,15 @@ def lr_find_cmd(dataset, config_file, steps, start, end, output, **settings):
 
     Example: kcnn lr-find cifar10 --steps 200
     """
-    from kcnn import catalog
-    from kcnn.config import TrainConfig
-
-    if dataset is None and config_file is None:
-        raise click.UsageError("give a DATASET or --config RUN/config.json")
-    if dataset is not None:
-        catalog.check_dataset_name(dataset)
+    config = _start_config(dataset, config_file, settings)
     from kcnn.lr_find import lr_find
 
-    config = TrainConfig.load(config_file) if config_file else None
     lr_find(dataset, config, steps=steps, start=start, end=end, output=output,
             **{k: v for k, v in settings.items() if v is not None})
 
 
 @main.command("tune")
-@click.argument("dataset", required=False)
-@click.option("--recipe", type=click.Choice(list(RECIPES)), default=None,
-              help="Named settings every trial starts from [default: by dataset and model].")
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
-              help="Start every trial from the settings of a run (config.json).")
+@_run_settings("Start every trial from the settings of a run (config.json).")
 @click.option("--trials", type=int, default=10, show_default=True, help="Trials to run (Bayesian, random).")
 @click.option("--algorithm", type=click.Choice(["bayesian", "hyperband", "random"]), default="bayesian",
               show_default=True, help="KerasTuner's oracle.")
@@ -254,7 +254,6 @@ def lr_find_cmd(dataset, config_file, steps, start, end, output, **settings):
                    "NAME=choice:A,B (repeatable) [default: lr, weight_decay, batch_size, augment, label_smoothing].")
 @click.option("--chief", metavar="HOST:PORT", default=None, help="Hold the oracle for workers on other machines.")
 @click.option("--worker", metavar="HOST:PORT", default=None, help="Run trials for the chief at HOST:PORT.")
-@_setting_options
 @click.option("--output", type=click.Path(file_okay=False), default=None,
               help="The search's folder; the same one resumes [default: runs/tune/DATASET-MODEL].")
 @_backend_option
@@ -267,20 +266,13 @@ def tune_cmd(dataset, config_file, trials, algorithm, space, chief, worker, outp
 
     Example: kcnn tune mnist --model net24k --trials 12 --epochs 3
     """
-    from kcnn import catalog
-    from kcnn.config import TrainConfig
-
-    if dataset is None and config_file is None:
-        raise click.UsageError("give a DATASET or --config RUN/config.json")
-    if dataset is not None:
-        catalog.check_dataset_name(dataset)
+    config = _start_config(dataset, config_file, settings)
     import importlib.util
 
     if importlib.util.find_spec("keras_tuner") is None or importlib.util.find_spec("sklearn") is None:
         raise UsageError("kcnn tune needs KerasTuner and scikit-learn: pip install 'kcnn[tune]'")
     from kcnn.tune import parse_space, tune
 
-    config = TrainConfig.load(config_file) if config_file else None
     given = {k: v for k, v in settings.items() if v is not None}
     tune(dataset, config, trials=trials, epochs=given.pop("epochs", 3), algorithm=algorithm,
          space=parse_space(space) if space else None, output=output, chief=chief, worker=worker, **given)
