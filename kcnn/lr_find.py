@@ -12,6 +12,7 @@ goes into its own output folder as ``lr_find.json`` and ``lr_find.png``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from pathlib import Path
@@ -19,11 +20,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from kcnn import data, figures, files, models
+from kcnn import data, figures, files
 from kcnn.config import TrainConfig
 from kcnn.errors import UsageError
 from kcnn.fused import training_fast_path
-from kcnn.training import fit_verbosity, make_loss, make_optimizer, resolve_config
+from kcnn.runs import next_numbered
+from kcnn.training import build_model, fit_verbosity, resolve_config
 
 log = logging.getLogger(__name__)
 
@@ -119,11 +121,11 @@ def lr_find(dataset: str | None = None, config: TrainConfig | None = None, *, st
     if steps < 1:
         raise UsageError(f"steps must be >= 1. Received: steps={steps}")
     keras.utils.set_random_seed(config.seed)
-    net = models.create_model(config.model, info.image_shape, info.num_classes)
-    loss, metric = make_loss(config.label_smoothing)
-    net.compile(optimizer=make_optimizer(config.optimizer, start, config.weight_decay), loss=loss, metrics=[metric])
+    # kcnn train's model (whitened first conv included), its rate a variable the test sets each step
+    net = build_model(dataclasses.replace(config, lr=start, lr_schedule="constant", ema=0.0), info, ds)
     test = LRRangeTest(steps, start, end)
-    folder = Path(output) if output is not None else _new_folder(config)
+    stem = f"{Path(config.dataset).name}-{config.model}"
+    folder = Path(output) if output is not None else next_numbered(Path(LR_FIND_DIR), stem)
     log.info(f"range test of {config.model} on {info.describe()}: lr from {start:.1e} to {end:.1e} over "
              f"{steps} steps (batch {config.batch_size}, recipe {config.recipe})")
     with training_fast_path(net):
@@ -140,10 +142,3 @@ def lr_find(dataset: str | None = None, config: TrainConfig | None = None, *, st
     for path in written:
         log.info(f"wrote {path}")
     return {**result, "files": [str(p) for p in written]}
-
-
-def _new_folder(config: TrainConfig) -> Path:
-    stem = f"{Path(config.dataset).name}-{config.model}"
-    taken = {p.name for p in Path(LR_FIND_DIR).glob(f"{stem}-*")}
-    number = next(n for n in range(1, len(taken) + 2) if f"{stem}-{n}" not in taken)
-    return Path(LR_FIND_DIR) / f"{stem}-{number}"

@@ -65,6 +65,13 @@ def truncate_history(path: str | Path, epochs_done: int) -> None:
         csv.writer(f).writerows(kept)
 
 
+def next_numbered(root: Path, stem: str) -> Path:
+    """``root/stem-N`` with N one above the highest number already there (1 for the first)."""
+    pattern = re.compile(rf"^{re.escape(stem)}-(\d+)$")
+    numbers = [int(m.group(1)) for p in root.glob(f"{stem}-*") if (m := pattern.match(p.name))]
+    return root / f"{stem}-{max(numbers, default=0) + 1}"
+
+
 class RunFolder:
     """One run's folder: the paths of its files and what state it is in.
 
@@ -188,9 +195,7 @@ class RunFolder:
                 if cls(path).state(config) == "unfinished":
                     cls(path).check_backend()
                     return cls(path), True
-            pattern = re.compile(rf"^{re.escape(stem)}-(\d+)$")
-            numbers = [int(m.group(1)) for p in root.glob(f"{stem}-*") if (m := pattern.match(p.name))]
-            return cls(root / f"{stem}-{max(numbers, default=0) + 1}"), False
+            return cls(next_numbered(root, stem)), False
         folder = cls(output)
         state = folder.state(config)
         if overwrite and state != "empty":

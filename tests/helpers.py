@@ -2,6 +2,7 @@
 a tiny training run, the CLI runner, and callbacks that interrupt or probe fit."""
 
 import os
+import socket
 from pathlib import Path
 
 import keras
@@ -93,6 +94,13 @@ def store_dataset(data_dir, name, version, shape, class_names, sizes, seed=0, wi
 FAST = dict(model="net24k", batch_size=16, val_split=0.25)
 #: The same as command-line options.
 FAST_ARGS = ["--model", "net24k", "--batch-size", "16", "--val-split", "0.25"]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_cli(*args):

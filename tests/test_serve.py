@@ -15,17 +15,11 @@ import numpy as np
 import pytest
 import uvicorn
 from drawings import draw_digit
-from helpers import run_cli
+from helpers import free_port, run_cli
 from PIL import Image
 
 from kcnn import serve
 from kcnn.prediction import shipped_models
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -8,18 +8,12 @@ import subprocess
 import sys
 
 import pytest
-from helpers import run_cli
+from helpers import free_port, run_cli
 
 from kcnn.config import SEARCH_SPACE, TrainConfig, check_search_space
 
 SMALL = ["--model", "net24k", "--batch-size", "16", "--val-split", "0.25", "--epochs", "1",
          "--space", "lr=log:1e-3:1e-1", "--space", "augment=choice:none,shift"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_the_default_space_stays_inside_train_configs_ranges():
