@@ -14,7 +14,7 @@ import numpy as np
 
 from kcnn import data, figures, files
 from kcnn.errors import UsageError
-from kcnn.prediction import load_classifier, read_card
+from kcnn.prediction import load_classifier
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
     """
     check_tta(tta)
     clf = load_classifier(model_path)
-    info = data.info_for_model(dataset, clf.input_shape, read_card(clf.path).get("settings", {}), data_dir, download)
+    info = data.info_for_model(dataset, clf.input_shape, clf.settings, data_dir, download)
     images, labels = data.load_split_arrays(info, split)
     default = Path("runs") / "evaluate" / f"{clf.name}-{Path(info.name).name}-{split}"  # a folder: its name
     result = evaluate_arrays(clf, images, labels, info, split=split, output=default if output is None else output,

@@ -40,6 +40,7 @@ class Classifier:
         input_shape: ``(H, W, C)``.
         dataset: TFDS name or folder the model was trained on, or None.
         input_rule: how an image is brought to the input (:data:`kcnn.metadata.INPUT_RULES`).
+        settings: the settings of the run that trained it (:func:`read_card`), or ``{}``.
     """
 
     path: Path
@@ -49,6 +50,7 @@ class Classifier:
     input_shape: tuple
     dataset: str | None
     input_rule: str = "colour"
+    settings: dict = dataclasses.field(default_factory=dict)
 
     @property
     def digit_style(self) -> bool:
@@ -135,7 +137,7 @@ def load_classifier(path: str | Path) -> Classifier:
     name = path.parent.name if path.stem == "model" else path.stem
     rule = card.get("input_rule") or metadata.input_rule(card.get("dataset"), input_shape[-1])
     return Classifier(path=path, name=name, model=model, class_names=list(names), input_shape=input_shape,
-                      dataset=card.get("dataset"), input_rule=rule)
+                      dataset=card.get("dataset"), input_rule=rule, settings=card.get("settings") or {})
 
 
 def load_classifiers(paths=()) -> list[Classifier]:
