@@ -25,7 +25,7 @@ import kcnn
 from kcnn.config import RECIPES, describe_recipes, settings_fields  # stdlib-only at import time
 from kcnn.device import BACKENDS
 from kcnn.errors import DataError, KcnnError, UsageError
-from kcnn.export import FORMATS
+from kcnn.export import FORMATS, QUANTIZATIONS
 
 #: The line after a bug's traceback.
 BUG_REPORT = ("Error: this is a bug in kcnn or a library it uses, not a problem with your input; please report "
@@ -409,21 +409,26 @@ def format_predictions(results: list, fmt: str, top_k: int = 1) -> str:
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("dest", type=click.Path(dir_okay=False), required=False)
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="keras", show_default=True,
-              help="keras: an optimizer-free .keras file; onnx: an ONNX graph for ONNX Runtime, checked "
-                   "against the .keras model on the run's test images.")
+              help="keras: an optimizer-free .keras file; onnx: ONNX Runtime; litert: a .tflite file for "
+                   "phones; torch: a torch.export .pt2 that plain PyTorch loads. Every format but keras is "
+                   "checked against the .keras model on the run's test images before it is kept.")
+@click.option("--quantize", type=click.Choice(QUANTIZATIONS), default=None,
+              help="onnx, litert: int8, calibrated on 512 training images; refused when it loses more test "
+                   "accuracy than --max-drop.")
+@click.option("--max-drop", type=click.FloatRange(min=0), default=None,
+              help="Test accuracy, in points, --quantize may lose [default: 0.1 on mnist, else 0.5].")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
-              help="TFDS data_dir of the ONNX check's test images [default: the run's].")
+              help="TFDS data_dir of the check's test images and the calibration images [default: the run's].")
 @_backend_option
 @handle_errors
-def export(run_dir, dest, fmt, data_dir):
-    """Export a finished run as DEST (.keras or .onnx) plus DEST.json, its model card
-    [default DEST: RUN_DIR/export/DATASET_MODEL.FORMAT]."""
-    from kcnn.export import default_destination, export_onnx, export_run
+def export(run_dir, dest, fmt, quantize, max_drop, data_dir):
+    """Export a finished run as DEST (.keras, .onnx, .tflite or .pt2) plus DEST.json, its model card
+    [default DEST: RUN_DIR/export/DATASET_MODEL[_int8].SUFFIX]."""
+    from kcnn.export import export as export_run
 
-    target = dest or default_destination(run_dir, fmt)
-    paths = export_onnx(run_dir, target, data_dir) if fmt == "onnx" else export_run(run_dir, target)
-    for path in paths:
-        click.echo(f"wrote {path}")
+    exported = export_run(run_dir, dest, fmt, quantize, data_dir, max_drop)
+    click.echo(exported.summary())
+    click.echo(f"wrote {exported.card_path}")
 
 
 def _model_inputs(args, model_files):
