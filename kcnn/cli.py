@@ -422,7 +422,7 @@ def format_predictions(results: list, fmt: str, top_k: int = 1) -> str:
 @_backend_option
 @handle_errors
 def export(run_dir, dest, fmt, quantize, max_drop, data_dir):
-    """Export a finished run as DEST (.keras, .onnx, .tflite or .pt2) plus DEST.json, its model card
+    """Export a finished run as DEST (.keras, .onnx, .tflite or .pt2) and its model card (JSON) beside it
     [default DEST: RUN_DIR/export/DATASET_MODEL[_int8].SUFFIX]."""
     from kcnn.export import export as export_run
 

@@ -63,6 +63,19 @@ def _stderr_to_file():
             os.close(saved)
 
 
+@contextlib.contextmanager
+def native_notices_hidden():
+    """Inside the block, what C++ code writes to file descriptor 2 is dropped (TensorFlow's start-up
+    notices; LiteRT's "Created TensorFlow Lite XNNPACK delegate for CPU."); written to stderr after all
+    when the block raises."""
+    with _stderr_to_file() as captured:
+        try:
+            yield
+        except BaseException:
+            sys.stderr.write(captured())
+            raise
+
+
 def import_tensorflow():
     """Import TensorFlow without its start-up notices on stderr; returns the module.
 
@@ -70,13 +83,8 @@ def import_tensorflow():
         ImportError: TensorFlow cannot be imported (its captured output is written to stderr first).
     """
     if "tensorflow" not in sys.modules:
-        with _stderr_to_file() as captured:
-            try:
-                import tensorflow  # noqa: F401
-            except BaseException:
-                text = captured()
-                sys.stderr.write(text)
-                raise
+        with native_notices_hidden():
+            import tensorflow  # noqa: F401
     logging.getLogger("absl").addFilter(_DROP)
     return sys.modules["tensorflow"]
 

@@ -64,7 +64,7 @@ def test_onnx_export_matches_keras_in_onnx_runtime_and_refuses_a_mismatch(mnist_
     assert result.exit_code == 0, result.output
     onnx_file = mnist_run / "export" / "mnist_net24k.onnx"
     assert f"wrote {onnx_file} (" in result.output and "against Keras on 32 mnist test images" in result.output
-    card = json.loads(onnx_file.with_suffix(".json").read_text())
+    card = json.loads(onnx_file.with_name(onnx_file.name + ".json").read_text())
     check = card["onnx"]["check"]
     assert check["max_abs_difference"] <= 1e-4 and check["top1_agreement"] == 1
     assert check["accuracy"] == check["keras_accuracy"]
@@ -172,12 +172,18 @@ def test_each_format_runs_in_its_own_runtime_without_kcnn_or_keras(mnist_run, fa
     dest = tmp_path / f"digits{SUFFIXES[fmt]}"
     result = run_cli("export", mnist_run, dest, "--format", fmt, "--data-dir", fake_data_dir)
     assert result.exit_code == 0, result.output
-    card = json.loads(dest.with_suffix(".json").read_text())
+    card = json.loads(dest.with_name(dest.name + ".json").read_text())
     assert card[fmt]["check"]["max_abs_difference"] <= checks.FLOAT_TOLERANCE
     images = np.random.default_rng(2).integers(0, 256, (5, 28, 28, 1), dtype=np.uint8)
     got = run_fresh(dest, images, tmp_path)
     assert got.shape == (5, 10) and got.dtype == np.float32
     assert np.abs(got - keras_probabilities(mnist_run / "model.keras", images)).max() <= checks.FLOAT_TOLERANCE
+    if fmt == "torch":  # the class names travel inside the archive
+        import torch
+
+        extra = {"kcnn.json": ""}
+        torch.export.load(dest, extra_files=extra)
+        assert json.loads(extra["kcnn.json"])["class_names"] == card["class_names"]
 
 
 @pytest.mark.slow
@@ -189,7 +195,7 @@ def test_int8_export_through_the_command_line_records_its_accuracy(mnist_run, fa
     assert result.exit_code == 0, result.output
     dest = mnist_run / "export" / f"mnist_net24k_int8{SUFFIXES[fmt]}"
     assert f"wrote {dest} (" in result.output and "x smaller than float32" in result.output
-    card = json.loads(dest.with_suffix(".json").read_text())
+    card = json.loads(dest.with_name(dest.name + ".json").read_text())
     check = card[fmt]["check"]
     assert card[fmt]["quantize"] == "int8" and check["max_drop_points"] == 100
     assert check["accuracy_drop_points"] == pytest.approx(100 * (check["keras_accuracy"] - check["accuracy"]))

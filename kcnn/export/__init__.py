@@ -28,6 +28,7 @@ from kcnn.errors import DataError, UsageError
 from kcnn.export import checks, to_litert, to_onnx, to_torch
 from kcnn.export.card import (
     card_metadata,
+    card_path_of,
     check_writable,
     default_destination,
     export_run,
@@ -39,7 +40,7 @@ from kcnn.export.to_onnx import ONNX_OUTPUT
 from kcnn.export.to_onnx import write_float as write_onnx
 
 __all__ = ["FORMATS", "QUANTIZATIONS", "SUFFIXES", "Exported", "ExportAccuracyError", "ExportParityError",
-           "FLOAT_TOLERANCE", "ONNX_OUTPUT", "card_metadata", "default_destination", "export", "export_run",
+           "FLOAT_TOLERANCE", "ONNX_OUTPUT", "card_metadata", "card_path_of", "default_destination", "export", "export_run",
            "load_runtime", "model_card", "write_onnx"]
 
 #: ``kcnn export --format``.
@@ -103,8 +104,8 @@ def check_request(fmt: str, quantize: str | None, dest: str | Path | None) -> No
 
 def export(run_dir: str | Path, dest: str | Path | None = None, fmt: str = "keras", quantize: str | None = None,
            data_dir: str | None = None, max_drop: float | None = None) -> Exported:
-    """Export the finished run ``run_dir`` as ``dest`` in format ``fmt`` and write ``dest`` with
-    ``.json``, its model card with the check's figures. ``dest`` defaults to
+    """Export the finished run ``run_dir`` as ``dest`` in format ``fmt`` and write its model card with
+    the check's figures beside it (:func:`card_path_of`). ``dest`` defaults to
     ``RUN/export/DATASET_MODEL[_int8].SUFFIX``. ``dest`` is written only when the check passes.
 
     Args:
@@ -160,5 +161,6 @@ def _export_checked(run_dir: Path, dest: Path, fmt: str, quantize: str | None, d
             size = tmp.stat().st_size
     card.update(format=f"kcnn model card 1 ({fmt}{' ' + quantize if quantize else ''})",
                 **{fmt: {**written, "quantize": quantize, "check": result}})
-    card_path = files.write_json(dest.with_suffix(".json"), card, sort_keys=False)
+    card_path = files.write_json(card_path_of(dest), card, sort_keys=False)
     return Exported(dest, card_path, size, written.get("float_bytes"), result)
+

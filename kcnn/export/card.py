@@ -96,7 +96,16 @@ def export_run(run_dir: str | Path, dest: str | Path) -> tuple[Path, Path]:
     with files.atomic_path(dest) as tmp:
         model.save(tmp)  # uncompiled: weights only, no optimizer state
         metadata.write(tmp, card_metadata(card))  # the file alone names its classes and input rule
-    return dest, files.write_json(dest.with_suffix(".json"), card, sort_keys=False)
+    return dest, files.write_json(card_path_of(dest), card, sort_keys=False)
+
+
+def card_path_of(dest: str | Path) -> Path:
+    """Where the model card of an exported file goes: ``X.json`` beside ``X.keras`` (as the shipped
+    models and :func:`kcnn.prediction.read_card` have it), ``X.onnx.json`` beside ``X.onnx`` and so on,
+    so that the formats of one run, exported into one folder, keep a card each."""
+    dest = Path(dest)
+    return dest.with_suffix(".json") if dest.suffix == ".keras" else dest.with_name(dest.name + ".json")
+
 
 
 def check_writable(dest: Path) -> None:

@@ -137,4 +137,4 @@ def describe(result: dict) -> str:
         return (f"{where}: max |difference| of a probability {result['max_abs_difference']:.1e} "
                 f"(tolerance {result['tolerance']:g}), {same}")
     return (f"{where}: accuracy {result['accuracy']:.2%} against {result['keras_accuracy']:.2%} "
-            f"({-result['accuracy_drop_points']:+.2f} points, bound -{result['max_drop_points']:g}), {same}")
+            f"({0.0 - result['accuracy_drop_points']:+.2f} points, bound -{result['max_drop_points']:g}), {same}")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kcnn.errors import UsageError
+from kcnn.quiet import native_notices_hidden
 
 if TYPE_CHECKING:
     import numpy as np
@@ -84,7 +85,8 @@ class LiteRTRuntime(Runtime):
         from ai_edge_litert.interpreter import Interpreter
 
         self.name = f"LiteRT {version('ai-edge-litert')}"
-        self.interpreter = Interpreter(model_path=str(path), num_threads=cpu_threads())
+        with native_notices_hidden():  # the XNNPACK delegate's creation notice
+            self.interpreter = Interpreter(model_path=str(path), num_threads=cpu_threads())
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
         self.batch = None
@@ -92,7 +94,8 @@ class LiteRTRuntime(Runtime):
     def predict_batch(self, images):
         if len(images) != self.batch:
             self.interpreter.resize_tensor_input(self.input["index"], [len(images), *images.shape[1:]])
-            self.interpreter.allocate_tensors()
+            with native_notices_hidden():
+                self.interpreter.allocate_tensors()
             self.batch = len(images)
         self.interpreter.set_tensor(self.input["index"], images)
         self.interpreter.invoke()

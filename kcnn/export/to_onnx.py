@@ -114,8 +114,9 @@ def quantize(float_path: Path, path: Path, calibration: np.ndarray, workdir: Pat
     ``calibration`` ``(N, H, W, C)`` uint8, after ONNX Runtime's recommended pre-processing (shape
     inference and graph optimization) in ``workdir``.
 
-    Static quantization applies to every kcnn network (convolutions, dense layers, pooling); ONNX
-    Runtime's dynamic quantization would only cover the dense layers' weights.
+    Static quantization covers every kcnn network's convolutions and dense layers, weights and
+    activations. ONNX Runtime's dynamic quantization is weight-only and by default quantizes MatMul and
+    Gemm, the dense layers: the convolutions, most of a CNN's compute, would stay float32.
 
     Returns:
         A description of the quantization, for the model card.

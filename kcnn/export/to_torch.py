@@ -39,6 +39,7 @@ def write(model, path: str | Path, model_metadata: dict | None = None, calibrati
     inference_graph(model).export(str(path), format="torch", verbose=False, dynamic_shapes={0: batch})
     program = torch.export.load(str(path))  # saved again with the metadata, which Keras' exporter cannot add
     extra = {METADATA_NAME: json.dumps(model_metadata)} if model_metadata is not None else None
-    torch.export.save(program, str(path), extra_files=extra)
+    with open(path, "wb") as f:  # a file object: the archive's root is "archive", not the temporary name
+        torch.export.save(program, f, extra_files=extra)
     return {"input": "one positional tensor (batch, H, W, C) uint8", "output": "(batch, classes) float32",
             "batch": "any"}
