@@ -13,7 +13,7 @@ import os
 from kcnn.config import default_recipe
 from kcnn.errors import UsageError
 
-#: name: (the reference tutorial it comes from, its reference input (H, W, C), the dataset of that
+#: name: (the reference tutorial or paper it comes from, its reference input (H, W, C), the dataset of that
 #: input, trainable parameters with 10 classes at that input, as the tutorials count them: batch
 #: norm's moving statistics left out). kcnn.models.register_model holds the builders.
 MODELS = {
@@ -21,6 +21,9 @@ MODELS = {
     "cnn2_simple": ("Convolutional Neural Networks with PyTorch", (28, 28, 1), "mnist", 25_258),
     "cnn3": ("CNN Image Classification - MNIST & CIFAR-10", (32, 32, 3), "cifar10", 622_346),
     "net24k": ("CNN MNIST Classification with PyTorch", (28, 28, 1), "mnist", 24_488),
+    "resnet9": ("ResNet-9, Page 2018 (How to Train Your ResNet)", (32, 32, 3), "cifar10", 6_573_120),
+    "whitened8": ("airbench94's whitened net, Jordan 2024", (32, 32, 3), "cifar10", 1_971_328),
+    "whitened8_narrow": ("airbench93's whitened net, Jordan 2024", (32, 32, 3), "cifar10", 568_704),
 }
 #: Datasets kcnn documents and tests; other TFDS image datasets work too.
 KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
@@ -29,10 +32,11 @@ KNOWN_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100", "stl10")
 def describe_models() -> str:
     """The table ``kcnn models`` prints: name, parameters, input, the recipe ``kcnn train`` gives it on
     its reference dataset, and the reference."""
-    lines = [f"{'model':<12} {'parameters':>10}  {'input':<8}  {'default recipe':<22}  reference"]
+    width = max(map(len, MODELS))
+    lines = [f"{'model':<{width}} {'parameters':>10}  {'input':<8}  {'default recipe':<22}  reference"]
     for name, (reference, shape, dataset, parameters) in MODELS.items():
         recipe = f"{default_recipe(dataset, name, shape)} ({dataset})"
-        lines.append(f"{name:<12} {parameters:>10,}  {'x'.join(map(str, shape)):<8}  {recipe:<22}  \"{reference}\"")
+        lines.append(f"{name:<{width}} {parameters:>10,}  {'x'.join(map(str, shape)):<8}  {recipe:<22}  \"{reference}\"")
     return "\n".join(lines)
 
 

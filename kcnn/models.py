@@ -1,10 +1,11 @@
-"""Model zoo: the classic small CNNs of the reference tutorials, as Keras 3 functional models.
+"""Model zoo: the classic small CNNs of the reference tutorials and the stronger CIFAR networks their
+future work asks for (ResNet-9, airbench's whitened nets), as Keras 3 functional models.
 
 One registry, one small builder per architecture (the timm pattern)::
 
     >>> from kcnn.models import create_model, list_models
     >>> list_models()
-    ['cnn2', 'cnn2_simple', 'cnn3', 'net24k']
+    ['cnn2', 'cnn2_simple', 'cnn3', 'net24k', 'resnet9', 'whitened8', 'whitened8_narrow']
     >>> model = create_model("cnn3", input_shape=(32, 32, 3), num_classes=10)
 
 Every model takes raw ``uint8`` images ``(batch, H, W, C)`` of its dataset and
@@ -300,6 +301,112 @@ def cnn2_simple(input_shape=(28, 28, 1), num_classes=10, data_format="channels_l
         x = layers.MaxPooling2D(2, data_format=data_format, name=f"pool{index}")(x)
     x = layers.Flatten(data_format=data_format, name="flatten")(x)
     return keras.Model(inputs, _classifier_head(x, num_classes), name="cnn2_simple")
+
+
+def _conv_bn(x, filters, data_format, name, momentum=0.9, epsilon=1e-5, scale=True):
+    """3x3 'same' ``Conv2D`` without bias (the batch norm after it centres) -> ``BatchNormalization``."""
+    x = _conv(x, filters, 3, data_format, padding="same", use_bias=False, name=f"{name}_conv")
+    return layers.BatchNormalization(axis=1 if data_format == "channels_first" else -1, momentum=momentum,
+                                     epsilon=epsilon, scale=scale, name=f"{name}_bn")(x)
+
+
+def _scaled_logits_head(x, num_classes, scale):
+    """Bias-free ``Dense`` logits times ``scale``, then softmax (float32, as :func:`_classifier_head`)."""
+    x = _dense(x, num_classes, use_bias=False, name="logits")
+    x = layers.Rescaling(scale, dtype="float32", name="logit_scale")(x)
+    return layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+def dirac_init(model: keras.Model, names) -> None:
+    """Start each named 3x3 ``Conv2D`` as a partial identity, in place: filter ``i`` of the first
+    ``min(in, out)`` passes input channel ``i`` through its centre tap, the other filters keep their
+    initialization. airbench's ``torch.nn.init.dirac_(w[:w.size(1)])`` (K. Jordan, "94% on CIFAR-10
+    in 3.29 Seconds on a Single GPU", 2024: dirac init saves 3 of its 17 epochs to 94%). Only the
+    weights change, so the saved ``.keras`` file holds stock initializers."""
+    for name in names:
+        conv = model.get_layer(name)
+        kernel = keras.ops.convert_to_numpy(conv.kernel).copy()
+        kh, kw, channels, filters = kernel.shape
+        k = min(channels, filters)
+        kernel[:, :, :, :k] = 0
+        kernel[kh // 2, kw // 2, np.arange(k), np.arange(k)] = 1
+        conv.kernel.assign(kernel)
+
+
+def _whitened8(input_shape, num_classes, data_format, widths, name) -> keras.Model:
+    inputs = _inputs(input_shape)
+    x = _to_layout(layers.Rescaling(1.0 / 255, name="rescale")(inputs), data_format)
+    # 2x2 patch whitening, frozen: kcnn train --whiten (the whitened recipe) sets it from the data.
+    x = _conv(x, 24, 2, data_format, padding="valid", trainable=False, name="whiten")
+    x = layers.Activation("gelu", name="whiten_gelu")(x)
+    convs = []
+    for index, width in enumerate(widths, start=1):
+        block = f"block{index}"
+        x = _conv(x, width, 3, data_format, padding="same", use_bias=False, name=f"{block}_conv1")
+        x = layers.MaxPooling2D(2, data_format=data_format, name=f"{block}_pool")(x)
+        # airbench's BatchNorm(momentum=0.6) in torch's sense: Keras keeps 0.4 of the running statistic
+        x = layers.BatchNormalization(axis=1 if data_format == "channels_first" else -1, momentum=0.4,
+                                      epsilon=1e-12, scale=False, name=f"{block}_bn1")(x)
+        x = layers.Activation("gelu", name=f"{block}_gelu1")(x)
+        x = _conv_bn(x, width, data_format, f"{block}_2", momentum=0.4, epsilon=1e-12, scale=False)
+        x = layers.Activation("gelu", name=f"{block}_gelu2")(x)
+        convs += [f"{block}_conv1", f"{block}_2_conv"]
+    x = layers.MaxPooling2D(3, data_format=data_format, name="pool")(x)
+    x = layers.Flatten(data_format=data_format, name="flatten")(x)
+    model = keras.Model(inputs, _scaled_logits_head(x, num_classes, 1 / 9), name=name)
+    dirac_init(model, convs)
+    return model
+
+
+@register_model
+def whitened8(input_shape=(32, 32, 3), num_classes=10, data_format="channels_last") -> keras.Model:
+    """airbench94's network (K. Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU", 2024).
+
+    A frozen 2x2 'valid' Conv 24 (patch whitening, set by ``whiten``) -> GELU; three blocks of
+    Conv 3x3 -> MaxPool2 -> BN -> GELU -> Conv 3x3 -> BN -> GELU, widths 64/256/256, bias-free
+    convs started as partial identities (:func:`dirac_init`), batch norms without a learned scale
+    (momentum 0.6 in torch's sense); MaxPool3; bias-free Dense logits times 1/9; softmax. Any input
+    of at least 16x16 pixels, 1 or 3 channels. 1,971,328 trainable parameters for 10 classes on
+    32x32x3 (the whitening's 312 frozen).
+    """
+    return _whitened8(input_shape, num_classes, data_format, (64, 256, 256), "whitened8")
+
+
+@register_model
+def whitened8_narrow(input_shape=(32, 32, 3), num_classes=10, data_format="channels_last") -> keras.Model:
+    """:func:`whitened8` with widths 64/128/128: airbench93's network (93% in 11 epochs on CIFAR-10).
+    568,704 trainable parameters for 10 classes on 32x32x3."""
+    return _whitened8(input_shape, num_classes, data_format, (64, 128, 128), "whitened8_narrow")
+
+
+def _residual(x, filters, data_format, name):
+    """x + (Conv-BN-ReLU twice)(x): the residual unit of ResNet-9."""
+    y = layers.ReLU(name=f"{name}_relu1")(_conv_bn(x, filters, data_format, f"{name}_1"))
+    y = layers.ReLU(name=f"{name}_relu2")(_conv_bn(y, filters, data_format, f"{name}_2"))
+    return layers.Add(name=f"{name}_add")([x, y])
+
+
+@register_model
+def resnet9(input_shape=(32, 32, 3), num_classes=10, data_format="channels_last") -> keras.Model:
+    """ResNet-9 of D. Page's "How to Train Your ResNet" (2018; DAWNBench, 94% on CIFAR-10 in 24
+    epochs), the "deeper architecture (ResNet style)" the reference tutorials ask for.
+
+    Prep Conv 64 -> BN -> ReLU; layer1 Conv 128 -> BN -> ReLU -> MaxPool2 plus a residual unit of two
+    Conv 128 -> BN -> ReLU; layer2 Conv 256 -> BN -> ReLU -> MaxPool2; layer3 Conv 512 -> BN -> ReLU
+    -> MaxPool2 plus a residual unit; global max pooling; bias-free Dense logits times 1/8; softmax.
+    3x3 'same' bias-free convs. Any input of at least 8x8 pixels, 1 or 3 channels. 6,573,120
+    trainable parameters for 10 classes.
+    """
+    inputs = _inputs(input_shape)
+    x = _to_layout(layers.Rescaling(1.0 / 255, name="rescale")(inputs), data_format)
+    x = layers.ReLU(name="prep_relu")(_conv_bn(x, 64, data_format, "prep"))
+    for index, (filters, residual) in enumerate([(128, True), (256, False), (512, True)], start=1):
+        x = layers.ReLU(name=f"layer{index}_relu")(_conv_bn(x, filters, data_format, f"layer{index}"))
+        x = layers.MaxPooling2D(2, data_format=data_format, name=f"layer{index}_pool")(x)
+        if residual:
+            x = _residual(x, filters, data_format, f"layer{index}_res")
+    x = layers.GlobalMaxPooling2D(data_format=data_format, name="pool")(x)
+    return keras.Model(inputs, _scaled_logits_head(x, num_classes, 0.125), name="resnet9")
 
 
 #: Patch whitening: added to each eigenvalue before dividing by its square root, in squared

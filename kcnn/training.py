@@ -223,9 +223,11 @@ def _config_record(config: TrainConfig, info, ds, device: str, versions: dict, d
 def build_model(config: TrainConfig, info, ds, fresh: bool = True):
     """The compiled ``keras.Model`` of ``config``, its loss matching the labels ``ds`` gives
     (:func:`make_loss`); with ``fresh`` and ``config.whiten``, its first conv whitened on the first
-    :data:`kcnn.config.WHITEN_IMAGES` training images (a resumed run restores its weights instead)."""
+    :data:`kcnn.config.WHITEN_IMAGES` training images (a resumed run restores its weights instead).
+    A model whose first conv is frozen (``whitened8``: a whitening layer that never trains) is
+    whitened whatever ``config.whiten`` says: random frozen filters would only lose information."""
     net = models.create_model(config.model, info.image_shape, info.num_classes)
-    if config.whiten and fresh:
+    if fresh and (config.whiten or not models.first_conv(net).trainable):
         count = min(configs.WHITEN_IMAGES, ds.num_train)
         images = data.load_split_arrays(info, f"train[:{count}]")[0]
         eigenvalues = models.whiten_first_conv(net, images)

@@ -7,7 +7,10 @@ import pytest
 from kcnn.models import WHITEN_EPS, create_model, first_conv, list_models, whiten_first_conv
 
 NATIVE_SHAPE = {"cnn3": (32, 32, 3), "cnn2": (32, 32, 3), "net24k": (28, 28, 1),
-                "cnn2_simple": (28, 28, 1)}
+                "cnn2_simple": (28, 28, 1), "resnet9": (32, 32, 3), "whitened8": (32, 32, 3),
+                "whitened8_narrow": (32, 32, 3)}
+#: The reference tutorials' networks (PyTorch programs, PyTorch's initialization); the others follow their papers.
+TUTORIAL_MODELS = ["cnn2", "cnn2_simple", "cnn3", "net24k"]
 
 
 def trainable_count(model):
@@ -15,7 +18,7 @@ def trainable_count(model):
 
 
 def test_registry_lists_every_seed_architecture():
-    assert list_models() == ["cnn2", "cnn2_simple", "cnn3", "net24k"]
+    assert list_models() == ["cnn2", "cnn2_simple", "cnn3", "net24k", "resnet9", "whitened8", "whitened8_narrow"]
 
 
 @pytest.mark.parametrize("name, shape, classes, expected", [
@@ -26,6 +29,12 @@ def test_registry_lists_every_seed_architecture():
     ("cnn2", (32, 32, 3), 10, 545_290),    # Flatten 4096 -> Dense 128
     ("cnn2_simple", (28, 28, 1), 10, 25_258),
     ("cnn2_simple", (32, 32, 3), 10, 30_634),
+    ("resnet9", (32, 32, 3), 10, 6_573_120),   # convs 6,567,552 + BN 4,480 + Dense 5,120
+    ("resnet9", (28, 28, 1), 100, 6_573_120 - 2 * 64 * 9 - 5_120 + 51_200),
+    ("whitened8", (32, 32, 3), 10, 1_971_328),  # airbench94: widths 64/256/256, whitening frozen
+    ("whitened8", (28, 28, 1), 10, 1_971_328),  # 27 -> 13 -> 6 -> 3 -> 1 pixels, as 31 -> ... on 32x32
+    ("whitened8_narrow", (32, 32, 3), 10, 568_704),  # airbench93: widths 64/128/128
+    ("whitened8_narrow", (32, 32, 3), 100, 568_704 - 1_280 + 12_800),
 ])
 def test_parameter_counts(name, shape, classes, expected):
     assert trainable_count(create_model(name, shape, classes)) == expected
@@ -77,8 +86,8 @@ def test_keras_file_round_trip_gives_equal_outputs(name, tmp_path):
 def test_unknown_model_name_suggests_the_closest():
     with pytest.raises(ValueError) as err:
         create_model("cnn4")
-    assert str(err.value) == ("Unknown model 'cnn4'; valid models: cnn2, cnn2_simple, cnn3, net24k. "
-                              "Did you mean 'cnn3'?")
+    assert str(err.value) == ("Unknown model 'cnn4'; valid models: cnn2, cnn2_simple, cnn3, net24k, resnet9, "
+                              "whitened8, whitened8_narrow. Did you mean 'cnn3'?")
 
 
 @pytest.mark.parametrize("shape", [(32, 32), (32, 32, 2), (0, 32, 3)])
@@ -127,7 +136,7 @@ def test_unknown_data_format_is_rejected():
                               "Received: data_format='nchw'")
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", TUTORIAL_MODELS)
 def test_weights_start_from_pytorchs_default_initialization(name):
     # The reference tutorials are PyTorch programs: every weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
     keras.utils.set_random_seed(0)
@@ -173,13 +182,14 @@ def test_whitened_first_conv_outputs_centred_uncorrelated_unit_variance_pairs(na
     out = out[:, pad:out.shape[1] - pad, pad:out.shape[2] - pad].reshape(-1, filters).astype(np.float64)
     k = min(filters // 2, kh * kw * channels)  # cnn2_simple: 9 pairs from 3x3x1 patches, 14 filters left
     np.testing.assert_allclose(out[:, :k], -out[:, k:2 * k], atol=1e-4)
-    np.testing.assert_allclose(out.mean(axis=0)[:2 * k], 0, atol=1e-3)
+    if conv.use_bias:  # resnet9's first conv has none: the batch norm after it centres
+        np.testing.assert_allclose(out.mean(axis=0)[:2 * k], 0, atol=1e-3)
     cov = np.cov(out[:, :k], rowvar=False, bias=True)
     expected = eigenvalues[:k] / (eigenvalues[:k] + WHITEN_EPS)
     np.testing.assert_allclose(cov, np.diag(expected), atol=2e-3)
     # Only the first conv changed.
     changed = [not np.array_equal(b, keras.ops.convert_to_numpy(w)) for b, w in zip(before, model.weights)]
-    assert [w.path for w, c in zip(model.weights, changed) if c] == [conv.kernel.path, conv.bias.path]
+    assert [w.path for w, c in zip(model.weights, changed) if c] == [w.path for w in (conv.kernel, conv.bias) if w is not None]
     kernel_before = before[[w.path for w in model.weights].index(conv.kernel.path)]
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(conv.kernel)[..., 2 * k:], kernel_before[..., 2 * k:])
 

@@ -71,3 +71,41 @@ def test_keras_files_agree_under_every_backend(tmp_path):
             assert probs.shape == (8, 10)
             diff = float(np.abs(probs - outputs["torch"]).max())
             assert diff <= 1e-4, f"{model_path.name}: {backend} vs torch differ by {diff}"
+
+
+# Runs in a fresh interpreter under one backend: every .keras file of a folder on its images.
+EVERY_FILE = """
+import sys, pathlib, numpy as np, keras
+folder = pathlib.Path(sys.argv[1])
+for path in sorted(folder.glob("*.keras")):
+    model = keras.saving.load_model(path)
+    np.save(folder / f"{path.stem}-{keras.backend.backend()}.npy", model.predict(np.load(folder / f"{path.stem}.npy"), verbose=0))
+"""
+
+
+@pytest.mark.slow
+def test_every_registered_model_saved_on_torch_predicts_alike_under_every_backend(tmp_path):
+    """Each architecture, built on torch (channels_first inside), saved as kcnn export saves it, loads in
+    plain Keras under tensorflow and jax and gives torch's probabilities."""
+    import keras
+
+    from kcnn.models import create_model, list_models, reference_input_shape, to_channels_last
+
+    if len(BACKENDS) < 2:
+        pytest.skip("only one Keras backend installed")
+    rng = np.random.default_rng(1)
+    for name in list_models():
+        keras.utils.set_random_seed(3)
+        shape = reference_input_shape(name)
+        to_channels_last(create_model(name, shape, 10)).save(tmp_path / f"{name}.keras")
+        np.save(tmp_path / f"{name}.npy", rng.integers(0, 256, (4, *shape), dtype=np.uint8))
+    for backend in BACKENDS:
+        proc = subprocess.run([sys.executable, "-c", EVERY_FILE, str(tmp_path)], capture_output=True, text=True,
+                              env=plain_env(backend), cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in list_models():
+        torch_probs = np.load(tmp_path / f"{name}-torch.npy")
+        assert torch_probs.shape == (4, 10)
+        for backend in BACKENDS[1:]:
+            diff = float(np.abs(np.load(tmp_path / f"{name}-{backend}.npy") - torch_probs).max())
+            assert diff <= 1e-4, f"{name}: {backend} vs torch differ by {diff}"

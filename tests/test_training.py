@@ -123,6 +123,26 @@ def test_whiten_starts_fit_from_the_first_convs_whitening_on_the_training_images
     assert any(line.startswith(f"first conv whitened on {len(images)} training images") for line in lines) is whiten
 
 
+def test_a_frozen_first_conv_is_whitened_without_whiten_and_stays_as_whitened(fake_data_dir, tmp_path, caplog):
+    from kcnn.models import create_model, whiten_first_conv
+
+    start = FirstConvAtStart()
+    result = train("cifar10", model="whitened8_narrow", epochs=1, batch_size=32, whiten=False,
+                   data_dir=fake_data_dir, output=str(tmp_path / "run"), verbose=0, callbacks=[start])
+    assert result.run_dir == tmp_path / "run"
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    images = load_split_arrays(load_info("cifar10", fake_data_dir), f"train[:{config['resolved']['num_train']}]")[0]
+    reference = create_model("whitened8_narrow", (32, 32, 3), 10)
+    whiten_first_conv(reference, images)
+    whitened = [keras.ops.convert_to_numpy(w) for w in reference.get_layer("whiten").weights]
+    for got, expected in zip(start.weights, whitened, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+    trained = keras.saving.load_model(tmp_path / "run" / "model.keras").get_layer("whiten")
+    for got, expected in zip(trained.weights, whitened, strict=True):  # frozen: the epoch left it as it was
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got), expected, atol=1e-6)
+    assert any(r.getMessage().startswith("first conv whitened on") for r in caplog.records)
+
+
 class BestAtFirstEpoch(keras.callbacks.Callback):
     """Reports falling validation accuracy, so epoch 1 is the best checkpoint, and after the last
     epoch sets the weights so that the model answers ``last_class`` for every image."""
