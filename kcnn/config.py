@@ -81,7 +81,7 @@ class TrainConfig:
     label_smoothing: float = _setting(0.0, "Share of each one-hot target spread over all classes",
                                       low=0, high=1, high_open=True)
     ema: float = _setting(0.0, "Momentum of a saved average of the weights; 0 = off", low=0, high=1, high_open=True)
-    whiten: bool = _setting(False, "Start the first conv as patch whitening (airbench; always for a frozen one)")
+    whiten: bool = _setting(False, "Start the first conv as patch whitening (airbench)")
     val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split that picks the kept epoch; 0 = none",
                                 low=0, high=0.5)
     seed: int = _setting(0, "Random seed (weights, data order, augmentation, dropout)", recipe=False)

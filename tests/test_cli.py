@@ -34,7 +34,7 @@ def test_truncated_or_missing_data_files_are_one_line_naming_the_file(fake_data_
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "cnn4"], "Unknown model 'cnn4'; valid models: cnn2, cnn2_simple, cnn3, net24k. Did you mean 'cnn3'?"),
+    (["--model", "cnn4"], "Unknown model 'cnn4'; valid models: cnn2, cnn2_simple, cnn3, net24k, resnet9, whitened8, whitened8_narrow. Did you mean 'cnn3'?"),
     (["--device", "gpu"], "Error: device must be one of auto, cpu, cuda, cuda:N. Received: device='gpu'"),
     (["--config", "missing.json"], "Error: missing.json: not a kcnn run config"),
     (["--epochs", "0"], "0 is not in the range x>=1"),
