@@ -26,7 +26,10 @@ DEFAULT_IMAGE_SIZE = (64, 64)
 #: Share of each class's files that tests when a folder has no test/ folder (kcnn.data.folders).
 DEFAULT_TEST_SPLIT = 0.2
 #: Augmentation policies by name (kcnn.data.augment builds them).
-AUGMENTATIONS = ("none", "flip", "crop_flip", "flip_erase", "shift", "affine", "flip_shift")
+AUGMENTATIONS = ("none", "flip", "crop_flip", "flip_erase", "shift", "affine", "flip_shift", "flip_shift_cutout",
+                 "flip_shift_mixup", "flip_shift_cutmix", "flip_shift_randaugment")
+#: Policies that mix two images and their labels (MixUp, CutMix): training takes one-hot labels.
+LABEL_MIXING = ("flip_shift_mixup", "flip_shift_cutmix")
 
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -119,6 +122,12 @@ class TrainConfig:
                 raise UsageError(f"image_size must be two whole numbers of pixels in [{IMAGE_SIDE[0]}, "
                                  f"{IMAGE_SIDE[1]}]. Received: image_size={size!r}")
             object.__setattr__(self, "image_size", tuple(size))  # JSON gives a list
+
+    @property
+    def one_hot(self) -> bool:
+        """Whether training takes one-hot labels ``(batch, classes)``: for label smoothing, or for a
+        policy of :data:`LABEL_MIXING`, whose mixed labels are no longer one class."""
+        return bool(self.label_smoothing) or self.augment in LABEL_MIXING
 
     def to_dict(self) -> dict:
         """The settings as a JSON-ready dict: ``config.json["settings"]``."""

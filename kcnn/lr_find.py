@@ -115,7 +115,7 @@ def lr_find(dataset: str | None = None, config: TrainConfig | None = None, *, st
     """
     config, info = resolve_config(dataset, config, overrides)
     ds = data.load_datasets(info, batch_size=config.batch_size, val_split=config.val_split, augment=config.augment,
-                            seed=config.seed, one_hot=bool(config.label_smoothing))
+                            seed=config.seed, one_hot=config.one_hot)
     per_epoch = math.ceil(ds.num_train / config.batch_size)
     steps = min(per_epoch, 1000) if steps is None else steps
     if steps < 1:

@@ -107,7 +107,7 @@ def train(dataset: str | None = None, config: TrainConfig | None = None, *, outp
     log.info(f"dataset {info.describe()}")
     keras.utils.set_random_seed(config.seed)
     ds = data.load_datasets(info, batch_size=config.batch_size, val_split=config.val_split, augment=config.augment,
-                            seed=config.seed, one_hot=bool(config.label_smoothing))
+                            seed=config.seed, one_hot=config.one_hot)
     info = ds.info  # a folder's with its validation files cut
     if ds.skipped:
         log.warning(_describe_skipped(ds.skipped))
@@ -235,7 +235,7 @@ def build_model(config: TrainConfig, info, ds, fresh: bool = True):
                  f"{', '.join(f'{v:.3g}' for v in eigenvalues[:3])})")
     steps_per_epoch = math.ceil(ds.num_train / config.batch_size)
     schedule = make_lr_schedule(config.lr_schedule, config.lr, steps_per_epoch, config.epochs)
-    loss, metric = make_loss(config.label_smoothing)
+    loss, metric = make_loss(config.label_smoothing, config.one_hot)
     net.compile(optimizer=make_optimizer(config.optimizer, schedule, config.weight_decay, config.ema),
                 loss=loss, metrics=[metric])
     return net
@@ -372,14 +372,15 @@ def make_optimizer(name: str, learning_rate, weight_decay: float = 0.0, ema: flo
     raise UsageError(f"Unknown optimizer; valid: {', '.join(configs.OPTIMIZERS)}. Received: optimizer={name!r}")
 
 
-def make_loss(label_smoothing: float = 0.0):
+def make_loss(label_smoothing: float = 0.0, one_hot: bool = False):
     """The training loss and accuracy metric, ``(loss, metric)``.
 
-    0: ``sparse_categorical_crossentropy`` on integer labels ``(batch,)``. Above 0:
-    ``keras.losses.CategoricalCrossentropy(label_smoothing=...)``, which needs one-hot
-    labels ``(batch, num_classes)``, with ``categorical_accuracy`` logged as ``accuracy``.
+    Integer labels ``(batch,)`` (no smoothing, not ``one_hot``): ``sparse_categorical_crossentropy``.
+    Otherwise ``keras.losses.CategoricalCrossentropy(label_smoothing=...)`` on one-hot or mixed
+    labels ``(batch, num_classes)`` (:attr:`kcnn.config.TrainConfig.one_hot`), with
+    ``categorical_accuracy`` (the arg-max class of a mixed label) logged as ``accuracy``.
     """
-    if not label_smoothing:
+    if not label_smoothing and not one_hot:
         return "sparse_categorical_crossentropy", "accuracy"
     return (keras.losses.CategoricalCrossentropy(label_smoothing=label_smoothing),
             keras.metrics.CategoricalAccuracy(name="accuracy"))

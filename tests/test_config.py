@@ -53,7 +53,8 @@ def test_recipes_are_few_and_set_only_recipe_settings():
     (dict(lr=0.0), "lr must be in (0, 10]. Received: lr=0.0"),
     (dict(label_smoothing=1.0), "label_smoothing must be in [0, 1). Received: label_smoothing=1.0"),
     (dict(val_split=0.6), "val_split must be in [0, 0.5]. Received: val_split=0.6"),
-    (dict(augment="flop"), "Unknown augment; valid: none, flip, crop_flip, flip_erase, shift, affine, flip_shift. "
+    (dict(augment="flop"), "Unknown augment; valid: none, flip, crop_flip, flip_erase, shift, affine, flip_shift, "
+                           "flip_shift_cutout, flip_shift_mixup, flip_shift_cutmix, flip_shift_randaugment. "
                            "Received: augment='flop'"),
     (dict(whiten="yes"), "whiten must be True or False. Received: whiten='yes'"),
     (dict(batch_size=1.5), "batch_size must be a number. Received: batch_size=1.5"),

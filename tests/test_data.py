@@ -32,7 +32,8 @@ def test_pipeline_on_mock_data_gives_uint8_batches(name, shape, policy):
         assert labels.dtype.name == "int64"
 
 
-@pytest.mark.parametrize("policy", ["flip", "crop_flip", "flip_erase", "shift", "affine", "flip_shift"])
+@pytest.mark.parametrize("policy", ["flip", "crop_flip", "flip_erase", "shift", "affine", "flip_shift",
+                                    "flip_shift_cutout", "flip_shift_randaugment"])
 def test_pipeline_builds_its_augmentation_when_torchs_default_device_cannot_reach_tensorflow(policy, monkeypatch):
     """On a CUDA machine, Keras' build-by-running of an unbuilt layer inside the tf.data trace failed, leaving
     the TensorFlow-side seed generators uninitialized ("'NoneType' object has no attribute 'assign'", seen on
@@ -117,8 +118,59 @@ def test_flip_shift_mirrors_or_not_then_shifts_by_at_most_two_whole_pixels_with_
 
 def test_unknown_augmentation_policy():
     with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, flip_erase, "
-                                         r"shift, affine, flip_shift. Received: policy='cutmix'"):
+                                         r"shift, affine, flip_shift, flip_shift_cutout, flip_shift_mixup, "
+                                         r"flip_shift_cutmix, flip_shift_randaugment. Received: policy='cutmix'"):
         data.make_augmentation("cutmix")
+
+
+def keyed_batches(policy, images, labels, epoch_value=0):
+    """One pass of a seeded training pipeline of ``policy`` keyed to ``epoch_value``, as NumPy pairs."""
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    epoch = tf.Variable(epoch_value, dtype=tf.int64)
+    pipeline = data.make_pipeline(ds, batch_size=8, training=True, seed=1, epoch=epoch, num_classes=10,
+                                  augmentation=data.make_augmentation(policy, seed=1))
+    return [(x.numpy(), y.numpy()) for x, y in pipeline]
+
+
+@pytest.mark.parametrize("policy", ["flip_shift_cutout", "flip_shift_mixup", "flip_shift_cutmix",
+                                    "flip_shift_randaugment"])
+def test_the_tutorials_future_work_augmentations_are_keyed_and_mix_labels_where_they_should(policy):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    labels = np.arange(16, dtype=np.int64) % 10
+    first, again, other_epoch = (keyed_batches(policy, images, labels, e) for e in (0, 0, 1))
+    for (x, y), (x2, y2) in zip(first, again, strict=True):  # a resumed run sees the same batches
+        np.testing.assert_array_equal(x, x2)
+        np.testing.assert_array_equal(y, y2)
+    assert not all(np.array_equal(a[0], b[0]) for a, b in zip(first, other_epoch))
+    x, y = first[0]
+    assert x.dtype == np.uint8 and x.shape == (8, 32, 32, 3)
+    if policy in ("flip_shift_mixup", "flip_shift_cutmix"):  # soft labels: weights of two classes summing to 1
+        assert y.dtype == np.float32 and y.shape == (8, 10)
+        np.testing.assert_allclose(y.sum(axis=1), 1, atol=1e-5)
+        assert ((y > 0).sum(axis=1) <= 2).all() and (y.max(axis=1) < 1 - 1e-3).any()
+    else:
+        assert y.dtype == np.int64 and y.shape == (8,)
+
+
+def test_cutout_erases_a_16_pixel_square_of_every_image():
+    images = np.full((16, 32, 32, 3), 100, np.uint8)  # flips and reflected shifts leave a flat image flat
+    batches = keyed_batches("flip_shift_cutout", images, np.zeros(16, np.int64))
+    for x, _ in batches:
+        erased = (x == 128).all(axis=-1)
+        assert (erased.sum(axis=(1, 2)) == 16 * 16).all()
+        for mask in erased:  # one square: 16 rows of 16
+            rows, cols = np.nonzero(mask)
+            assert (rows.max() - rows.min(), cols.max() - cols.min()) == (15, 15)
+
+
+def test_label_mixing_trains_with_one_hot_labels(fake_data_dir, tmp_path):
+    from helpers import tiny_train
+
+    result = tiny_train(fake_data_dir, tmp_path / "run", dataset="cifar10", augment="flip_shift_mixup", epochs=1)
+    assert result.config.one_hot and np.isfinite(result.metrics["test_loss"])
 
 
 def test_missing_data_names_the_dataset_and_both_ways_out(tmp_path):

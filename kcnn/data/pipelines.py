@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from kcnn.config import DEFAULT_VAL_SPLIT, default_augmentation
 from kcnn.data import folders, tfds_access
-from kcnn.data.augment import make_augmentation
+from kcnn.data.augment import make_augmentation, mixes_labels
 from kcnn.data.info import DatasetInfo
 from kcnn.errors import UsageError
 
@@ -105,13 +105,17 @@ def _epoch_order(count: int, seed, epoch):
     return tf.data.Dataset.range(1).flat_map(one_pass).apply(tf.data.experimental.assert_cardinality(count))
 
 
-def _augmenter(augmentation, image_shape, seed, epoch):
+def _augmenter(augmentation, image_shape, seed, epoch, num_classes=None):
     """``(step, images, labels) -> (images, labels)``: ``augmentation`` on a uint8 batch, output
     rounded back to uint8, its random draws keyed by ``(seed, epoch, step)`` when ``seed`` is given;
     and whether batches may be augmented in parallel (not when keyed: calls would race on the
-    generators' state)."""
+    generators' state). A label-mixing policy (:func:`kcnn.data.augment.mixes_labels`) gets the
+    labels one-hot over ``num_classes`` and gives them mixed, ``(batch, num_classes)`` float32."""
     if augmentation is None:
         return (lambda step, images, labels: (images, labels)), True
+    mixing = mixes_labels(augmentation)
+    if mixing and num_classes is None:
+        raise ValueError("a label-mixing augmentation needs num_classes")
     _build_eagerly(augmentation, image_shape)
     generators = _seed_generators(augmentation, image_shape) if seed is not None else []
 
@@ -119,13 +123,19 @@ def _augmenter(augmentation, image_shape, seed, epoch):
         counter = tf.cast(epoch, tf.int64) * _DRAWS_PER_EPOCH + step * _DRAWS_PER_BATCH
         for i, generator in enumerate(generators):
             generator.state.assign(tf.stack([tf.constant(seed * 1000 + i, tf.int64), counter]))
-        images = augmentation(tf.cast(images, "float32"), training=True)
+        images = tf.cast(images, "float32")
+        if mixing:
+            mixed = augmentation({"images": images, "labels": tf.one_hot(labels, num_classes)}, training=True)
+            images, labels = mixed["images"], mixed["labels"]
+        else:
+            images = augmentation(images, training=True)
         return tf.cast(tf.clip_by_value(tf.round(images), 0, 255), tf.uint8), labels
 
     return augment, not generators
 
 
-def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, seed=None, epoch=None):
+def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, seed=None, epoch=None,
+                  num_classes: int | None = None):
     """Turn a TFDS ``(image uint8, label int64)`` dataset into batches for ``model.fit``.
 
     Training pipelines hold the split in memory as two tensors and gather each batch by the pass's
@@ -141,16 +151,18 @@ def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, see
         epoch: ``tf.Variable`` (int64 scalar) read at the start of each pass; the
             pass's order and augmentation are functions of ``(seed, epoch)``
             (see the module docstring). None: every pass is keyed to epoch 0.
+        num_classes: the labels' classes; needed by a label-mixing ``augmentation``.
 
     Returns:
-        ``tf.data.Dataset`` of ``((batch, H, W, C) uint8, (batch,) int64)``, prefetched.
+        ``tf.data.Dataset`` of ``((batch, H, W, C) uint8, (batch,) int64)`` (mixed labels
+        ``(batch, num_classes)`` float32 under a label-mixing policy), prefetched.
     """
     if not training:
         return ds.cache().batch(batch_size).prefetch(tf.data.AUTOTUNE)
     epoch = tf.constant(0, tf.int64) if epoch is None else epoch
     # Eager tensors: captured by the functions below by reference, not copied into a graph.
     images, labels = (tf.concat(parts, 0) for parts in zip(*ds.batch(4096)))
-    augment, parallel = _augmenter(augmentation, images.shape[1:], seed, epoch)
+    augment, parallel = _augmenter(augmentation, images.shape[1:], seed, epoch, num_classes)
 
     def gather(step, index):
         return augment(step, tf.gather(images, index), tf.gather(labels, index))
@@ -161,7 +173,7 @@ def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, see
 
 
 def make_file_pipeline(paths, labels, image_shape, *, batch_size: int, training: bool, augmentation=None,
-                       seed=None, epoch=None):
+                       seed=None, epoch=None, num_classes: int | None = None):
     """:func:`make_pipeline` for a split read from its image files each pass (a folder too large to
     hold decoded): the same order (a permutation of file indices keyed by ``(seed, epoch)``), the
     same augmentation, so the batches equal those of the in-memory pipeline of the decoded files.
@@ -170,7 +182,7 @@ def make_file_pipeline(paths, labels, image_shape, *, batch_size: int, training:
         paths: image files (all decodable: :func:`kcnn.folders.decode_all` checked them).
         labels: their labels.
         image_shape: ``(H, W, C)`` the files are decoded to (:func:`kcnn.data.folders.decode`).
-        batch_size, training, augmentation, seed, epoch: as :func:`make_pipeline`.
+        batch_size, training, augmentation, seed, epoch, num_classes: as :func:`make_pipeline`.
 
     Returns:
         ``tf.data.Dataset`` of ``((batch, H, W, C) uint8, (batch,) int64)``, prefetched.
@@ -190,7 +202,7 @@ def make_file_pipeline(paths, labels, image_shape, *, batch_size: int, training:
     batches = order.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
     if not training:
         return batches.prefetch(tf.data.AUTOTUNE)
-    augment, parallel = _augmenter(augmentation, shape, seed, epoch)
+    augment, parallel = _augmenter(augmentation, shape, seed, epoch, num_classes)
     return (batches.enumerate().map(lambda step, batch: augment(step, *batch),
                                     num_parallel_calls=tf.data.AUTOTUNE if parallel else None)
             .prefetch(tf.data.AUTOTUNE))
@@ -254,7 +266,8 @@ def _folder_pipelines(info: DatasetInfo, *, batch_size: int, eval_batch_size: in
         sizes[split] = len(labels)
         training = split == "train"
         options = dict(batch_size=batch_size if training else eval_batch_size, training=training,
-                       augmentation=augmentation if training else None, seed=seed, epoch=epoch)
+                       augmentation=augmentation if training else None, seed=seed, epoch=epoch,
+                       num_classes=info.num_classes)
         if in_memory:
             pipelines[split] = make_pipeline(tf.data.Dataset.from_tensor_slices((images, labels)), **options)
         else:
@@ -266,6 +279,8 @@ def one_hot_labels(dataset, num_classes: int):
     """``(images, labels (batch,))`` batches as ``(images, one_hot (batch, num_classes) float32)``; None stays None."""
     if dataset is None:
         return None
+    if len(dataset.element_spec[1].shape) == 2:  # mixed by the augmentation already
+        return dataset
     return dataset.map(lambda images, labels: (images, tf.one_hot(labels, num_classes)),
                        num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -306,7 +321,7 @@ def load_datasets(info: DatasetInfo, *, batch_size: int = 128, val_split: float 
     else:
         train_split, val_name, num_val = split_names(info.num_train, val_split)
         train = make_pipeline(load_split(info, train_split), batch_size=batch_size, training=True,
-                              augmentation=augmentation, seed=seed, epoch=epoch)
+                              augmentation=augmentation, seed=seed, epoch=epoch, num_classes=info.num_classes)
         val = None
         if val_name is not None:
             val = make_pipeline(load_split(info, val_name), batch_size=eval_batch_size, training=False)
