@@ -146,7 +146,7 @@ def _export_checked(run_dir: Path, dest: Path, fmt: str, quantize: str | None, d
         if quantize and test.labels is None:
             raise DataError(f"{dest}: not written; an int8 export is checked on the run's test images, "
                             f"and {test.description}")
-        expected = clf.model.predict(test.images, batch_size=checks.CHECK_BATCH, verbose=0)  # also builds it for export
+        expected = clf.model.predict(test.images, batch_size=checks.CHECK_BATCH, verbose=0)  # the reference
         if quantize:
             max_drop = checks.int8_max_drop(card["dataset"]) if max_drop is None else max_drop
         with files.atomic_path(dest) as tmp:
