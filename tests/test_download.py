@@ -83,6 +83,20 @@ def test_cifar100_downloads_on_first_use_and_trains_on_its_100_fine_labels(tmp_p
     assert len(evaluation["per_class"]) == 100 and 0 < len(evaluation["most_confused"]) <= 10
 
 
+@pytest.mark.slow
+def test_the_whitened_net_trains_on_cifar100_and_answers_its_100_classes(tmp_path, serve):
+    """There is no CIFAR-100 copy here: TFDS' own builder prepares a generated archive, as a download would."""
+    import keras
+
+    archive, _ = cifar100_archive(tmp_path, sizes=(("train", 200), ("test", 100)))
+    serve({archive.name: archive})
+    result = tiny_train(str(tmp_path / "tfds"), tmp_path / "run", dataset="cifar100", epochs=1,
+                        **{**FAST, "model": "whitened8_narrow", "batch_size": 50})
+    assert result.config.recipe == "cifar" and result.metrics["test_examples"] == 100
+    model = keras.saving.load_model(tmp_path / "run" / "model.keras")
+    assert model.output_shape == (None, 100) and model.get_layer("whiten").trainable is False
+
+
 def test_kcnn_data_prepares_a_dataset_and_says_where(tmp_path, serve):
     archive, _ = cifar100_archive(tmp_path, sizes=(("train", 100), ("test", 100)))
     serve({archive.name: archive})
