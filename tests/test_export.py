@@ -201,6 +201,11 @@ def test_int8_export_through_the_command_line_records_its_accuracy(mnist_run, fa
     assert check["accuracy_drop_points"] == pytest.approx(100 * (check["keras_accuracy"] - check["accuracy"]))
     images = np.random.default_rng(3).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     assert run_fresh(dest, images, tmp_path).shape == (4, 10)
+    if fmt == "onnx":  # the quantized graph keeps the float graph's names and input rule
+        import onnxruntime
+
+        props = onnxruntime.InferenceSession(str(dest), providers=["CPUExecutionProvider"]).get_modelmeta()
+        assert json.loads(props.custom_metadata_map["class_names"]) == card["class_names"]
 
 
 @pytest.mark.slow

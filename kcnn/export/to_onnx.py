@@ -39,8 +39,7 @@ def write(model, path: str | Path, model_metadata: dict | None = None, calibrati
     with tempfile.TemporaryDirectory() as tmp:
         float_path = Path(tmp) / "float.onnx"
         opset = write_float(model, float_path, model_metadata)
-        how = quantize(float_path, path, calibration, Path(tmp))
-        _set_metadata(path, model_metadata)  # the quantizer keeps the graph, not always its properties
+        how = quantize(float_path, path, calibration, Path(tmp))  # keeps the graph's metadata_props
         return {"opset": opset, "input": "image", "output": ONNX_OUTPUT, "float_bytes": float_path.stat().st_size,
                 "quantization": how}
 
@@ -82,30 +81,14 @@ def write_float(model, path: str | Path, model_metadata: dict | None = None) -> 
     for node in graph.graph.node:
         node.output[:] = [ONNX_OUTPUT if name == old else name for name in node.output]
     graph.graph.output[0].name = ONNX_OUTPUT
-    _set_props(graph, model_metadata)
+    if model_metadata is not None:
+        onnx.helper.set_model_props(graph, {
+            "class_names": json.dumps(model_metadata["class_names"]), "input_rule": model_metadata["input"]["rule"],
+            "input": f"image: (batch, {', '.join(map(str, model_metadata['input']['shape']))}) uint8, raw pixels",
+            "dataset": str(model_metadata["dataset"]), "kcnn": json.dumps(model_metadata)})
     onnx.checker.check_model(graph)
     onnx.save(graph, str(path))
     return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
-
-
-def _set_props(graph, model_metadata: dict | None) -> None:
-    import onnx
-
-    if model_metadata is None:
-        return
-    del graph.metadata_props[:]
-    onnx.helper.set_model_props(graph, {
-        "class_names": json.dumps(model_metadata["class_names"]), "input_rule": model_metadata["input"]["rule"],
-        "input": f"image: (batch, {', '.join(map(str, model_metadata['input']['shape']))}) uint8, raw pixels",
-        "dataset": str(model_metadata["dataset"]), "kcnn": json.dumps(model_metadata)})
-
-
-def _set_metadata(path: Path, model_metadata: dict | None) -> None:
-    import onnx
-
-    graph = onnx.load(str(path))
-    _set_props(graph, model_metadata)
-    onnx.save(graph, str(path))
 
 
 def quantize(float_path: Path, path: Path, calibration: np.ndarray, workdir: Path) -> str:
