@@ -204,10 +204,11 @@ def _dense(x, units, **kwargs):
     return layers.Dense(units, **torch_default_init(x.shape[-1]), **kwargs)(x)
 
 
-def _batch_norm(x, data_format, name):
-    """``BatchNormalization`` with PyTorch's defaults (eps 1e-5; running stats keep 0.9 per step)."""
-    return layers.BatchNormalization(axis=1 if data_format == "channels_first" else -1, momentum=0.9,
-                                     epsilon=1e-5, name=name)(x)
+def _batch_norm(x, data_format, name, momentum=0.9, epsilon=1e-5, scale=True):
+    """``BatchNormalization`` over the channel axis, by default with PyTorch's defaults (eps 1e-5;
+    running stats keep 0.9 per step)."""
+    return layers.BatchNormalization(axis=1 if data_format == "channels_first" else -1, momentum=momentum,
+                                     epsilon=epsilon, scale=scale, name=name)(x)
 
 
 def _conv_bn_relu_pool(x, filters, kernel_size, index, data_format):
@@ -306,8 +307,7 @@ def cnn2_simple(input_shape=(28, 28, 1), num_classes=10, data_format="channels_l
 def _conv_bn(x, filters, data_format, name, momentum=0.9, epsilon=1e-5, scale=True):
     """3x3 'same' ``Conv2D`` without bias (the batch norm after it centres) -> ``BatchNormalization``."""
     x = _conv(x, filters, 3, data_format, padding="same", use_bias=False, name=f"{name}_conv")
-    return layers.BatchNormalization(axis=1 if data_format == "channels_first" else -1, momentum=momentum,
-                                     epsilon=epsilon, scale=scale, name=f"{name}_bn")(x)
+    return _batch_norm(x, data_format, f"{name}_bn", momentum, epsilon, scale)
 
 
 def _scaled_logits_head(x, num_classes, scale):
@@ -345,8 +345,7 @@ def _whitened8(input_shape, num_classes, data_format, widths, name) -> keras.Mod
         x = _conv(x, width, 3, data_format, padding="same", use_bias=False, name=f"{block}_conv1")
         x = layers.MaxPooling2D(2, data_format=data_format, name=f"{block}_pool")(x)
         # airbench's BatchNorm(momentum=0.6) in torch's sense: Keras keeps 0.4 of the running statistic
-        x = layers.BatchNormalization(axis=1 if data_format == "channels_first" else -1, momentum=0.4,
-                                      epsilon=1e-12, scale=False, name=f"{block}_bn1")(x)
+        x = _batch_norm(x, data_format, f"{block}_bn1", momentum=0.4, epsilon=1e-12, scale=False)
         x = layers.Activation("gelu", name=f"{block}_gelu1")(x)
         x = _conv_bn(x, width, data_format, f"{block}_2", momentum=0.4, epsilon=1e-12, scale=False)
         x = layers.Activation("gelu", name=f"{block}_gelu2")(x)
