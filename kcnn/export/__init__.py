@@ -147,8 +147,8 @@ def _export_checked(run_dir: Path, dest: Path, fmt: str, quantize: str | None, d
             raise DataError(f"{dest}: not written; an int8 export is checked on the run's test images, "
                             f"and {test.description}")
         expected = clf.model.predict(test.images, batch_size=checks.CHECK_BATCH, verbose=0)  # the reference
-        if quantize:
-            max_drop = checks.int8_max_drop(card["dataset"]) if max_drop is None else max_drop
+        if quantize and max_drop is None:
+            max_drop = checks.int8_max_drop(card["dataset"])
         with files.atomic_path(dest) as tmp:
             written = WRITERS[fmt](clf.model, tmp, card_metadata(card), calibration)
             runtime = load_runtime(tmp)
