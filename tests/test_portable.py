@@ -13,11 +13,14 @@ from kcnn.prediction import shipped_models
 
 BACKENDS = ["torch", "tensorflow"] + (["jax"] if importlib.util.find_spec("jax") else [])
 
-# Runs in a fresh interpreter that never imports kcnn.
+# Runs in a fresh interpreter that never imports kcnn: every .keras file of a folder on its images
+# (NAME.npy beside NAME.keras), the probabilities saved as NAME-BACKEND.npy.
 PLAIN_KERAS = """
-import sys, numpy as np, keras
-model = keras.saving.load_model(sys.argv[1])
-np.save(sys.argv[3], model.predict(np.load(sys.argv[2]), verbose=0))
+import sys, pathlib, numpy as np, keras
+folder = pathlib.Path(sys.argv[1])
+for path in sorted(folder.glob("*.keras")):
+    model = keras.saving.load_model(path)
+    np.save(folder / f"{path.stem}-{keras.backend.backend()}.npy", model.predict(np.load(folder / f"{path.stem}.npy"), verbose=0))
 print(keras.backend.backend())
 """
 
@@ -47,40 +50,42 @@ def models_to_check(tmp_path):
     return [tmp_path / "cnn3_mnist.keras"] + shipped_models()
 
 
+def plain_keras_probabilities(folder):
+    """``{backend: {stem: probabilities}}`` of every ``folder/STEM.keras`` on ``folder/STEM.npy``, each
+    backend in one fresh interpreter that never imports kcnn."""
+    found = {}
+    for backend in BACKENDS:
+        proc = subprocess.run([sys.executable, "-c", PLAIN_KERAS, str(folder)], capture_output=True, text=True,
+                              env=plain_env(backend), cwd=folder, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.strip().splitlines()[-1] == backend
+        found[backend] = {path.stem: np.load(folder / f"{path.stem}-{backend}.npy") for path in folder.glob("*.keras")}
+    return found
+
+
+def assert_backends_agree(probabilities, shape):
+    for backend, by_model in probabilities.items():
+        for name, probs in by_model.items():
+            assert probs.shape == shape, name
+            diff = float(np.abs(probs - probabilities["torch"][name]).max())
+            assert diff <= 1e-4, f"{name}: {backend} vs torch differ by {diff}"
+
+
 @pytest.mark.slow
 def test_keras_files_agree_under_every_backend(tmp_path):
+    import json
+    import shutil
+
     if len(BACKENDS) < 2:
         pytest.skip("only one Keras backend installed")
+    folder = tmp_path / "files"
+    folder.mkdir()
     for model_path in models_to_check(tmp_path):
-        import json
-
+        shutil.copy(model_path, folder / model_path.name)
         card = model_path.with_suffix(".json")
         shape = (json.loads(card.read_text())["input"]["shape"][1:] if card.exists() else [28, 28, 1])
-        x = np.random.default_rng(0).integers(0, 256, (8, *shape), dtype=np.uint8)
-        np.save(tmp_path / "x.npy", x)
-        outputs = {}
-        for backend in BACKENDS:
-            out = tmp_path / f"{model_path.stem}-{backend}.npy"
-            proc = subprocess.run([sys.executable, "-c", PLAIN_KERAS, str(model_path), str(tmp_path / "x.npy"),
-                                   str(out)], capture_output=True, text=True, env=plain_env(backend),
-                                  cwd=tmp_path)
-            assert proc.returncode == 0, proc.stderr[-3000:]
-            assert proc.stdout.strip().splitlines()[-1] == backend
-            outputs[backend] = np.load(out)
-        for backend, probs in outputs.items():
-            assert probs.shape == (8, 10)
-            diff = float(np.abs(probs - outputs["torch"]).max())
-            assert diff <= 1e-4, f"{model_path.name}: {backend} vs torch differ by {diff}"
-
-
-# Runs in a fresh interpreter under one backend: every .keras file of a folder on its images.
-EVERY_FILE = """
-import sys, pathlib, numpy as np, keras
-folder = pathlib.Path(sys.argv[1])
-for path in sorted(folder.glob("*.keras")):
-    model = keras.saving.load_model(path)
-    np.save(folder / f"{path.stem}-{keras.backend.backend()}.npy", model.predict(np.load(folder / f"{path.stem}.npy"), verbose=0))
-"""
+        np.save(folder / f"{model_path.stem}.npy", np.random.default_rng(0).integers(0, 256, (8, *shape), np.uint8))
+    assert_backends_agree(plain_keras_probabilities(folder), (8, 10))
 
 
 @pytest.mark.slow
@@ -99,13 +104,6 @@ def test_every_registered_model_saved_on_torch_predicts_alike_under_every_backen
         shape = reference_input_shape(name)
         to_channels_last(create_model(name, shape, 10)).save(tmp_path / f"{name}.keras")
         np.save(tmp_path / f"{name}.npy", rng.integers(0, 256, (4, *shape), dtype=np.uint8))
-    for backend in BACKENDS:
-        proc = subprocess.run([sys.executable, "-c", EVERY_FILE, str(tmp_path)], capture_output=True, text=True,
-                              env=plain_env(backend), cwd=tmp_path, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    for name in list_models():
-        torch_probs = np.load(tmp_path / f"{name}-torch.npy")
-        assert torch_probs.shape == (4, 10)
-        for backend in BACKENDS[1:]:
-            diff = float(np.abs(np.load(tmp_path / f"{name}-{backend}.npy") - torch_probs).max())
-            assert diff <= 1e-4, f"{name}: {backend} vs torch differ by {diff}"
+    probabilities = plain_keras_probabilities(tmp_path)
+    assert sorted(probabilities["torch"]) == list_models()
+    assert_backends_agree(probabilities, (4, 10))
