@@ -13,14 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from kcnn import data, figures, files
+from kcnn.config import TTA
 from kcnn.errors import UsageError
 from kcnn.prediction import load_classifier
 
 log = logging.getLogger(__name__)
 
-#: Test-time augmentation: "none", "flip" (average each image's probabilities with its mirror's), or
-#: "flip_shift" (with the mirror, each also shifted by TTA_SHIFTS: 10 views, airbench's multi-crop idea).
-TTA = ("none", "flip", "flip_shift")
+#: Test-time augmentation (kcnn.config.TTA): "none", "flip" (average each image's probabilities with its
+#: mirror's), or "flip_shift" (with the mirror, each also shifted by TTA_SHIFTS: 10 views, airbench's
+#: multi-crop idea).
 #: flip_shift test-time views: (down, right) shifts in pixels, the edges filled as Keras' "reflect" does.
 TTA_SHIFTS = ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
 

@@ -350,7 +350,8 @@ def _whitened8(input_shape, num_classes, data_format, widths, name) -> keras.Mod
         x = _conv_bn(x, width, data_format, f"{block}_2", momentum=0.4, epsilon=1e-12, scale=False)
         x = layers.Activation("gelu", name=f"{block}_gelu2")(x)
         convs += [f"{block}_conv1", f"{block}_2_conv"]
-    x = layers.MaxPooling2D(3, data_format=data_format, name="pool")(x)
+    # 'same': a 1x1 map (16x16 input) still pools; 3x3 (32x32 input) gives 1x1 either way
+    x = layers.MaxPooling2D(3, padding="same", data_format=data_format, name="pool")(x)
     x = layers.Flatten(data_format=data_format, name="flatten")(x)
     model = keras.Model(inputs, _scaled_logits_head(x, num_classes, 1 / 9), name=name)
     dirac_init(model, convs)

@@ -3,8 +3,12 @@
 kcnn path: the TFDS pipeline with the default recipe's augmentation and batch size (``kcnn train
 DATASET --model MODEL``) -> ``model.fit`` with kcnn's own callbacks (CSV log, best checkpoint,
 backup, NaN guard) and its fused batch norm. Reference: the same architecture in ``torch.nn``
-(Conv2d/BatchNorm2d), ``torch.optim.Adam(foreach=True)``, the same batch size, the same
-augmentation done in torch on in-memory uint8 tensors. Both use Adam at a constant learning rate.
+(Conv2d/BatchNorm2d), the same batch size, the same augmentation done in torch on in-memory uint8
+tensors. Both use Adam at a constant learning rate (``torch.optim.Adam(foreach=True)``), except under
+the ``airbench`` recipe (the whitened nets), where both train as that recipe does: kcnn through
+``kcnn.training.build_model`` and the recipe's callbacks (triangular schedule, lookahead), the
+reference as airbench94's own loop (Nesterov SGD with the batch-norm biases in a parameter group at
+64x the rate, ``LambdaLR``, label smoothing, its lookahead every 5 steps).
 Both run ``--steps`` steps per segment after a warm-up segment, alternating for
 ``--rounds`` rounds; the script prints img/s, the ratio kcnn/reference, the input
 pipeline's own rate (``--pipeline``) and the peak RSS of this process.
@@ -23,6 +27,7 @@ pipeline >= 5x the training rate.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tempfile
 import time
@@ -132,6 +137,8 @@ def torch_augment(x, policy: str, gen):
         out = _flip(_shift(x, 4, "constant", gen), gen)
     elif policy == "flip_shift":
         out = _shift(_flip(x, gen), round(h * 2 / 32), "reflect", gen)
+    elif policy == "altflip_shift":  # the loop mirrored the batch already (TorchLoop.alternate)
+        out = _shift(x, round(h * 2 / 32), "reflect", gen)
     elif policy == "shift":
         out = _shift(x, round(h * 0.08), "constant", gen)
     elif policy == "affine":
@@ -148,18 +155,32 @@ def torch_augment(x, policy: str, gen):
 
 
 class TorchLoop:
-    """Plain PyTorch training on in-memory uint8 arrays."""
+    """Plain PyTorch training on in-memory uint8 arrays; under the airbench recipe (``config``), as
+    airbench94's own loop trains (its optimizer, schedule, loss, lookahead and alternating flip)."""
 
-    def __init__(self, name, images, labels, policy, batch, seed=0):
+    def __init__(self, name, images, labels, config, seed=0):
         import torch
 
         torch.manual_seed(seed)
-        self.model, self.batch = torch_model(name), batch
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, foreach=True)
-        self.loss = torch.nn.CrossEntropyLoss()
+        self.model, self.batch, self.policy = torch_model(name), config.batch_size, config.augment
+        self.airbench = config.recipe == "airbench"
+        if self.airbench:  # airbench94's param groups: BN biases at bn_bias_lr x the rate, decay unchanged
+            biases = [p for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in [m.bias]]
+            others = [p for p in self.model.parameters() if p.requires_grad and all(p is not b for b in biases)]
+            decay = config.weight_decay * (1 - config.momentum)  # kcnn's decoupled decay as torch's L2 term
+            self.opt = torch.optim.SGD([dict(params=biases, lr=config.lr * config.bn_bias_lr,
+                                             weight_decay=decay / config.bn_bias_lr),
+                                        dict(params=others, lr=config.lr, weight_decay=decay)],
+                                       momentum=config.momentum, nesterov=True, foreach=True)
+            self.slow = {k: v.clone() for k, v in self.model.state_dict().items()}
+        else:
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=LR, foreach=True)
+        self.loss = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda step: 1.0)
         self.images, self.labels = torch.from_numpy(images), torch.from_numpy(labels)
-        self.policy, self.gen = policy, torch.Generator().manual_seed(seed)
-        self.order, self.pos = torch.randperm(len(images), generator=self.gen), 0
+        self.gen = torch.Generator().manual_seed(seed)
+        self.first = torch.rand(len(images), generator=self.gen) < 0.5  # altflip_shift's first orientations
+        self.order, self.pos, self.passes, self.steps = torch.randperm(len(images), generator=self.gen), 0, 0, 0
 
     def run(self, steps: int) -> float:
         import torch
@@ -169,13 +190,24 @@ class TorchLoop:
         for _ in range(steps):
             if self.pos + self.batch > len(self.order):
                 self.order, self.pos = torch.randperm(len(self.images), generator=self.gen), 0
+                self.passes += 1
             idx = self.order[self.pos:self.pos + self.batch]
             self.pos += self.batch
-            x = torch_augment(self.images[idx], self.policy, self.gen)
+            x = self.images[idx]
+            if self.policy == "altflip_shift":
+                x = torch.where((self.first[idx] ^ bool(self.passes % 2))[:, None, None, None], x.flip(2), x)
+            x = torch_augment(x, self.policy, self.gen)
             self.opt.zero_grad(set_to_none=True)
             loss = self.loss(self.model(x), self.labels[idx])
             loss.backward()
             self.opt.step()
+            self.schedule.step()
+            self.steps += 1
+            if self.airbench and self.steps % 5 == 0:  # airbench94's LookaheadState.update
+                for slow, value in zip(self.slow.values(), self.model.state_dict().values()):
+                    if value.dtype == torch.float32:
+                        slow.lerp_(value, 1 - 0.95**5 * 0.5**3)  # a mid-run decay
+                        value.copy_(slow)
         return steps * self.batch / (time.perf_counter() - start)
 
 
@@ -193,21 +225,25 @@ class KcnnLoop:
 
         keras.utils.set_random_seed(seed)
         info = data.load_info(dataset, data_dir)
-        recipe = resolve(dataset, info.image_shape, model=name)  # what `kcnn train DATASET --model NAME` uses
-        self.batch, self.policy = recipe.batch_size, recipe.augment
-        self.ds = data.load_datasets(info, batch_size=self.batch, augment=self.policy, seed=seed)
+        # what `kcnn train DATASET --model NAME` uses (Adam at a constant rate, but for the airbench recipe)
+        self.config = resolve(dataset, info.image_shape, model=name)
+        if self.config.recipe != "airbench":
+            self.config = dataclasses.replace(self.config, optimizer="adam", lr=LR, lr_schedule="constant",
+                                              weight_decay=0.0, label_smoothing=0.0)
+        self.batch, self.policy = self.config.batch_size, self.config.augment
+        self.ds = data.load_datasets(info, batch_size=self.batch, val_split=self.config.val_split,
+                                     augment=self.policy, seed=seed, one_hot=self.config.one_hot)
         self.train_iter = self.ds.train.repeat()
-        info = self.ds.info
-        self.model = models.create_model(name, info.image_shape, info.num_classes)
-        self.model.compile(optimizer=training.make_optimizer("adam", LR), loss="sparse_categorical_crossentropy",
-                           metrics=["accuracy"])
+        self.model = training.build_model(self.config, self.ds.info, self.ds)
+        steps_per_epoch = math.ceil(self.ds.num_train / self.batch)
+        self.extra = training.recipe_callbacks(self.config, steps_per_epoch)
         self.make_callbacks, self.epoch, self.fused, self.direct = make_callbacks, 0, fused, direct
         self.tmp = Path(tempfile.mkdtemp(prefix="kcnn-bench-"))
 
     def run(self, steps: int) -> float:
         run_dir = self.tmp / f"segment{self.epoch}"
         run_dir.mkdir()
-        callbacks = self.make_callbacks(RunFolder(run_dir), "accuracy", None).all
+        callbacks = self.make_callbacks(RunFolder(run_dir), "accuracy", None, datasets=self.ds, extra=self.extra).all
         start = time.perf_counter()
         with fused_batch_norm(self.model, enabled=self.fused), direct_forward(self.model, enabled=self.direct):
             self.model.fit(self.train_iter, epochs=self.epoch + 1, initial_epoch=self.epoch, steps_per_epoch=steps,
@@ -262,7 +298,7 @@ def main(cases, steps, rounds, data_dir, pipeline, levers, backend, tf_threads):
         dataset, name = case.split(":")
         kc = KcnnLoop(dataset, name, data_dir)
         images, labels = load_split_arrays(kc.ds.info, f"train[:{kc.ds.num_train}]")
-        ref = TorchLoop(name, images, labels, kc.policy, kc.batch)
+        ref = TorchLoop(name, images, labels, kc.config)
         loops = [("kcnn", kc), ("torch", ref)]
         if levers:  # without the direct forward (fused batch norm only), and stock Keras
             loops += [("kcnn, fused BN only", KcnnLoop(dataset, name, data_dir, direct=False)),

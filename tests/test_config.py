@@ -18,6 +18,9 @@ GRAY, COLOUR = (28, 28, 1), (32, 32, 3)
     ("fashion_mnist", "net24k", GRAY, "fashion"),
     ("cifar10", "cnn3", COLOUR, "cifar"),
     ("cifar100", "cnn2", COLOUR, "cifar"),
+    ("cifar10", "whitened8", COLOUR, "airbench"),
+    ("cifar100", "whitened8_narrow", COLOUR, "airbench"),
+    ("cifar10", "resnet9", COLOUR, "cifar"),
     ("emnist", "cnn3", GRAY, "digits"),
 ])
 def test_default_recipe_follows_the_table_by_dataset_model_and_channels(dataset, model, shape, expected):
@@ -40,7 +43,7 @@ def test_a_recipe_changes_the_baseline_and_given_options_change_the_recipe():
 
 def test_recipes_are_few_and_set_only_recipe_settings():
     names = {f.name for f in settings_fields(recipe_only=True)}
-    assert len(RECIPES) <= 5 and RECIPES["baseline"] == {}
+    assert len(RECIPES) <= 6 and RECIPES["baseline"] == {}
     for name, changes in RECIPES.items():
         assert set(changes) <= names, name
         resolve("cifar10", COLOUR, recipe=name)  # valid settings
@@ -54,14 +57,17 @@ def test_recipes_are_few_and_set_only_recipe_settings():
     (dict(label_smoothing=1.0), "label_smoothing must be in [0, 1). Received: label_smoothing=1.0"),
     (dict(val_split=0.6), "val_split must be in [0, 0.5]. Received: val_split=0.6"),
     (dict(augment="flop"), "Unknown augment; valid: none, flip, crop_flip, flip_erase, shift, affine, flip_shift, "
-                           "flip_shift_cutout, flip_shift_mixup, flip_shift_cutmix, flip_shift_randaugment. "
+                           "altflip_shift, flip_shift_cutout, flip_shift_mixup, flip_shift_cutmix, flip_shift_randaugment. "
                            "Received: augment='flop'"),
     (dict(whiten="yes"), "whiten must be True or False. Received: whiten='yes'"),
     (dict(batch_size=1.5), "batch_size must be a number. Received: batch_size=1.5"),
     (dict(device="gpu"), "device must be one of auto, cpu, cuda, cuda:N. Received: device='gpu'"),
-    (dict(recipe="cifar_whiten"), "Unknown recipe; valid: baseline, digits, digits_small, fashion, cifar. "
+    (dict(recipe="cifar_whiten"), "Unknown recipe; valid: baseline, digits, digits_small, fashion, cifar, airbench. "
                                   "Received: recipe='cifar_whiten'"),
-    (dict(momentum=0.9), "Unknown setting 'momentum'"),
+    (dict(nesterov=True), "Unknown setting 'nesterov'"),
+    (dict(momentum=1.0), "momentum must be in [0, 1). Received: momentum=1.0"),
+    (dict(bn_bias_lr=0.0), "bn_bias_lr must be in (0, 1024]. Received: bn_bias_lr=0.0"),
+    (dict(tta="mirror"), "Unknown tta; valid: none, flip, flip_shift. Received: tta='mirror'"),
 ])
 def test_bad_settings_raise_one_value_error_naming_the_setting(given, message):
     with pytest.raises(ValueError) as err:

@@ -118,7 +118,7 @@ def test_flip_shift_mirrors_or_not_then_shifts_by_at_most_two_whole_pixels_with_
 
 def test_unknown_augmentation_policy():
     with pytest.raises(ValueError, match=r"Unknown augmentation policy; valid: none, flip, crop_flip, flip_erase, "
-                                         r"shift, affine, flip_shift, flip_shift_cutout, flip_shift_mixup, "
+                                         r"shift, affine, flip_shift, altflip_shift, flip_shift_cutout, flip_shift_mixup, "
                                          r"flip_shift_cutmix, flip_shift_randaugment. Received: policy='cutmix'"):
         data.make_augmentation("cutmix")
 
@@ -153,6 +153,23 @@ def test_the_tutorials_future_work_augmentations_are_keyed_and_mix_labels_where_
         assert ((y > 0).sum(axis=1) <= 2).all() and (y.max(axis=1) < 1 - 1e-3).any()
     else:
         assert y.dtype == np.int64 and y.shape == (8,)
+
+
+def test_altflip_shift_mirrors_each_image_one_way_in_even_epochs_and_the_other_way_in_odd_ones():
+    images = np.zeros((16, 32, 32, 3), np.uint8)
+    images[:, :, 16:] = 255  # the right half bright: a shift of 2 pixels leaves the sides as they are
+    labels = np.arange(16, dtype=np.int64)  # each image's identity, whatever the order
+
+    def mirrored(epoch):
+        found = {}
+        for x, y in keyed_batches("altflip_shift", images, labels, epoch):
+            for image, label in zip(x, y):
+                found[int(label)] = bool(image[:, :12].mean() > image[:, 20:].mean())
+        return found
+
+    even, odd = mirrored(0), mirrored(1)
+    assert mirrored(2) == even and all(odd[i] != even[i] for i in range(16))
+    assert 0 < sum(even.values()) < 16  # each image's first orientation is its own coin
 
 
 def test_cutout_erases_a_16_pixel_square_of_every_image():

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 
+from kcnn.config import IMAGE_SIDE
 from kcnn.models import WHITEN_EPS, create_model, first_conv, list_models, whiten_first_conv
 
 NATIVE_SHAPE = {"cnn3": (32, 32, 3), "cnn2": (32, 32, 3), "net24k": (28, 28, 1),
@@ -50,6 +51,14 @@ def test_forward_on_uint8_gives_probabilities(name):
     assert np.all(np.isfinite(probs)) and np.all(probs >= 0)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     assert model.inputs[0].dtype == "uint8"
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_model_takes_the_smallest_images_kcnn_accepts(name):
+    side = IMAGE_SIDE[0]
+    for shape in ((side, side, 1), (side, side + 7, 3)):
+        probs = create_model(name, shape, 10)(np.zeros((2, *shape), np.uint8))
+        assert tuple(probs.shape) == (2, 10)
 
 
 @pytest.mark.parametrize("name", list_models())

@@ -53,6 +53,11 @@ def make_augmentation(policy: str, seed: int | None = None):
             airbench's flip + 2-pixel translate (K. Jordan, "94% on CIFAR-10 in
             3.29 Seconds on a Single GPU", 2024), a milder crop than
             ``"crop_flip"``'s.
+        ``"altflip_shift"``: ``"flip_shift"`` with airbench's alternating flip in place of
+            the random one: each image's orientation is drawn once per run, and every odd epoch
+            mirrors them all, so every image is seen both ways in every two epochs. The mirror
+            is applied by :mod:`kcnn.data.pipelines`, which knows each image's index and the
+            epoch (:func:`alternates_flip`); the layers here are the shift alone.
         ``"flip_shift_cutout"``: ``"flip_shift"``, then cutout: every image gets a
             square of :data:`CUTOUT_AREA` of its area (16x16 on 32x32) at a random place
             filled with :data:`CUTOUT_FILL` (Keras ``RandomErasing``, fixed scale).
@@ -98,6 +103,7 @@ def make_augmentation(policy: str, seed: int | None = None):
         "flip_erase": lambda: [flip(0), layers.RandomErasing(factor=(ERASE_PROBABILITY,) * 2, seed=layer_seed(1))],
         "shift": lambda: [shift(0, 0.08)],
         "flip_shift": lambda: [flip(0), shift(1, FLIP_SHIFT, fill="reflect")],
+        "altflip_shift": lambda: [shift(1, FLIP_SHIFT, fill="reflect")],
         "flip_shift_cutout": lambda: [flip(0), shift(1, FLIP_SHIFT, fill="reflect"),
                                       layers.RandomErasing(factor=(1.0, 1.0), scale=(CUTOUT_AREA, CUTOUT_AREA),
                                                            fill_value=CUTOUT_FILL, seed=layer_seed(2))],
@@ -119,3 +125,9 @@ def mixes_labels(augmentation) -> bool:
     takes ``{"images", "labels"}`` with one-hot labels."""
     return augmentation is not None and any(isinstance(layer, (layers.MixUp, layers.CutMix))
                                             for layer in augmentation.layers)
+
+
+def alternates_flip(augmentation) -> bool:
+    """Whether a policy of :func:`make_augmentation` wants airbench's alternating flip (``altflip_*``),
+    which the pipeline applies before the policy's layers."""
+    return augmentation is not None and augmentation.name.startswith("augment_altflip")

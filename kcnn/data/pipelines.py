@@ -31,7 +31,7 @@ import tensorflow as tf
 
 from kcnn.config import DEFAULT_VAL_SPLIT, default_augmentation
 from kcnn.data import folders, tfds_access
-from kcnn.data.augment import make_augmentation, mixes_labels
+from kcnn.data.augment import alternates_flip, make_augmentation, mixes_labels
 from kcnn.data.info import DatasetInfo
 from kcnn.errors import UsageError
 
@@ -105,21 +105,36 @@ def _epoch_order(count: int, seed, epoch):
     return tf.data.Dataset.range(1).flat_map(one_pass).apply(tf.data.experimental.assert_cardinality(count))
 
 
-def _augmenter(augmentation, image_shape, seed, epoch, num_classes=None):
-    """``(step, images, labels) -> (images, labels)``: ``augmentation`` on a uint8 batch, output
+def _first_orientations(count: int, seed):
+    """``(count,)`` bool: which images of a split start mirrored under the alternating flip, a coin per
+    image keyed by ``seed`` (drawn afresh when ``seed`` is None)."""
+    if seed is None:
+        return tf.random.uniform([count]) < 0.5
+    return tf.random.stateless_uniform([count], seed=tf.constant([seed, 7919], tf.int64)) < 0.5
+
+
+def _augmenter(augmentation, image_shape, seed, epoch, num_classes=None, count=None):
+    """``(step, indices, images, labels) -> (images, labels)``: ``augmentation`` on a uint8 batch, output
     rounded back to uint8, its random draws keyed by ``(seed, epoch, step)`` when ``seed`` is given;
     and whether batches may be augmented in parallel (not when keyed: calls would race on the
     generators' state). A label-mixing policy (:func:`kcnn.data.augment.mixes_labels`) gets the
-    labels one-hot over ``num_classes`` and gives them mixed, ``(batch, num_classes)`` float32."""
+    labels one-hot over ``num_classes`` and gives them mixed, ``(batch, num_classes)`` float32.
+    An alternating-flip policy (:func:`kcnn.data.augment.alternates_flip`) first mirrors image
+    ``i`` of the split's ``count`` when its first orientation (:func:`_first_orientations`) differs
+    from the epoch's parity: airbench's alternating flip, keyed by epoch like the rest."""
     if augmentation is None:
-        return (lambda step, images, labels: (images, labels)), True
+        return (lambda step, indices, images, labels: (images, labels)), True
     mixing = mixes_labels(augmentation)
     if mixing and num_classes is None:
         raise ValueError("a label-mixing augmentation needs num_classes")
     _build_eagerly(augmentation, image_shape)
     generators = _seed_generators(augmentation, image_shape) if seed is not None else []
+    mirrored = _first_orientations(count, seed) if alternates_flip(augmentation) else None
 
-    def augment(step, images, labels):
+    def augment(step, indices, images, labels):
+        if mirrored is not None:
+            flip = tf.not_equal(tf.gather(mirrored, indices), tf.equal(tf.math.floormod(epoch, 2), 1))
+            images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
         counter = tf.cast(epoch, tf.int64) * _DRAWS_PER_EPOCH + step * _DRAWS_PER_BATCH
         for i, generator in enumerate(generators):
             generator.state.assign(tf.stack([tf.constant(seed * 1000 + i, tf.int64), counter]))
@@ -162,10 +177,10 @@ def make_pipeline(ds, *, batch_size: int, training: bool, augmentation=None, see
     epoch = tf.constant(0, tf.int64) if epoch is None else epoch
     # Eager tensors: captured by the functions below by reference, not copied into a graph.
     images, labels = (tf.concat(parts, 0) for parts in zip(*ds.batch(4096)))
-    augment, parallel = _augmenter(augmentation, images.shape[1:], seed, epoch, num_classes)
+    augment, parallel = _augmenter(augmentation, images.shape[1:], seed, epoch, num_classes, int(labels.shape[0]))
 
     def gather(step, index):
-        return augment(step, tf.gather(images, index), tf.gather(labels, index))
+        return augment(step, index, tf.gather(images, index), tf.gather(labels, index))
 
     order = _epoch_order(int(labels.shape[0]), seed, epoch)
     return (order.batch(batch_size).enumerate()
@@ -194,15 +209,15 @@ def make_file_pipeline(paths, labels, image_shape, *, batch_size: int, training:
     def read(index):
         image = tf.numpy_function(lambda p: folders.decode(p.decode(), shape), [tf.gather(files, index)], tf.uint8,
                                   stateful=False)
-        return tf.ensure_shape(image, shape), tf.gather(targets, index)
+        return index, tf.ensure_shape(image, shape), tf.gather(targets, index)
 
     epoch = tf.constant(0, tf.int64) if epoch is None else epoch
     order = _epoch_order(len(paths), seed, epoch) if training else tf.data.Dataset.range(len(paths))
     # deterministic: parallel reads, the order kept
     batches = order.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).batch(batch_size)
     if not training:
-        return batches.prefetch(tf.data.AUTOTUNE)
-    augment, parallel = _augmenter(augmentation, shape, seed, epoch, num_classes)
+        return batches.map(lambda indices, images, labels: (images, labels)).prefetch(tf.data.AUTOTUNE)
+    augment, parallel = _augmenter(augmentation, shape, seed, epoch, num_classes, len(paths))
     return (batches.enumerate().map(lambda step, batch: augment(step, *batch),
                                     num_parallel_calls=tf.data.AUTOTUNE if parallel else None)
             .prefetch(tf.data.AUTOTUNE))
