@@ -91,7 +91,8 @@ class TrainConfig:
                                       low=0, high=1, high_open=True)
     ema: float = _setting(0.0, "Momentum of a saved average of the weights; 0 = off", low=0, high=1, high_open=True)
     whiten: bool = _setting(False, "Start the first conv as patch whitening (airbench)")
-    tta: str = _setting("none", "Test-time augmentation of the run's second test figure", choices=TTA)
+    tta: str = _setting("none", "Test-time augmentation of an added test figure (test_accuracy_tta_NAME)",
+                    choices=TTA)
     val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split that picks the kept epoch; 0 = none",
                                 low=0, high=0.5)
     seed: int = _setting(0, "Random seed (weights, data order, augmentation, dropout)", recipe=False)
@@ -436,7 +437,8 @@ def describe_recipes() -> str:
     lines.append("baseline: " + ", ".join(f"{f.name} {getattr(base, f.name)}" for f in settings_fields(True)))
     lines.append("")
     lines.append("default recipe without --recipe (first matching row):")
-    lines.append("dataset        model    channels  recipe")
+    width = max(len(model or "any") for _, model, _, _ in DEFAULT_RECIPES)
+    lines.append(f"dataset        {'model':<{width}} channels  recipe")
     for dataset, model, channels, recipe in DEFAULT_RECIPES:
-        lines.append(f"{dataset or 'any':<14} {model or 'any':<8} {channels or 'any':<9} {recipe}")
+        lines.append(f"{dataset or 'any':<14} {model or 'any':<{width}} {channels or 'any':<9} {recipe}")
     return "\n".join(lines)

@@ -84,7 +84,7 @@ def test_cifar100_downloads_on_first_use_and_trains_on_its_100_fine_labels(tmp_p
 
 
 @pytest.mark.slow
-def test_the_whitened_net_trains_on_cifar100_and_answers_its_100_classes(tmp_path, serve):
+def test_the_whitened_net_trains_on_cifar100_with_its_recipe_and_answers_its_100_classes(tmp_path, serve):
     """There is no CIFAR-100 copy here: TFDS' own builder prepares a generated archive, as a download would."""
     import keras
 
@@ -92,7 +92,8 @@ def test_the_whitened_net_trains_on_cifar100_and_answers_its_100_classes(tmp_pat
     serve({archive.name: archive})
     result = tiny_train(str(tmp_path / "tfds"), tmp_path / "run", dataset="cifar100", epochs=1,
                         **{**FAST, "model": "whitened8_narrow", "batch_size": 50})
-    assert result.config.recipe == "cifar" and result.metrics["test_examples"] == 100
+    assert result.config.recipe == "airbench" and result.metrics["test_examples"] == 100
+    assert 0 <= result.metrics["test_accuracy_tta_flip_shift"] <= 1
     model = keras.saving.load_model(tmp_path / "run" / "model.keras")
     assert model.output_shape == (None, 100) and model.get_layer("whiten").trainable is False
 
