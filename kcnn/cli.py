@@ -118,8 +118,8 @@ def _setting_option(field):
     """The click option of one :class:`kcnn.config.TrainConfig` field: its type, range and help from
     the field, no default of its own (an option not given leaves the recipe's or the config's)."""
     meta, name = field.metadata, "--" + field.name.replace("_", "-")
-    default = "the recipe's" if meta["recipe"] else meta["shown"] or field.default
-    kwargs = dict(default=None, help=f"{meta['help']} [default: {default}].")
+    shown = "[recipe]" if meta["recipe"] else f"[default: {meta['shown'] or field.default}]"
+    kwargs = dict(default=None, help=f"{meta['help']} {shown}.")
     if field.type == "bool":
         return click.option(f"{name}/--no-{name[2:]}", **kwargs)
     if field.name == "image_size":
@@ -206,6 +206,7 @@ def train(dataset, config_file, output, overwrite, **settings):
 
     Writes model.keras (the best epoch), history.csv, config.json, metrics.json, curves.png and
     evaluation/ into the run folder. Re-running the same command after a crash or Ctrl-C resumes.
+    Options marked [recipe] default to the recipe's value (kcnn recipes).
 
     Example: kcnn train cifar10 --epochs 15
     """

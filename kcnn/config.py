@@ -76,27 +76,26 @@ class TrainConfig:
     model: str = _setting("cnn3", "Architecture (`kcnn models`)", recipe=False)
     epochs: int = _setting(15, "Passes over the training split", low=1, recipe=False)
     recipe: str | None = _setting(None, "The recipe the settings started from (a label)", recipe=False)
-    optimizer: str = _setting("adam", "Adam, or SGD with Nesterov momentum", choices=OPTIMIZERS)
+    optimizer: str = _setting("adam", "Adam, or Nesterov SGD", choices=OPTIMIZERS)
     momentum: float = _setting(0.9, "SGD's Nesterov momentum", low=0, high=1, high_open=True)
     lr: float = _setting(1e-3, "Peak learning rate", low=0, high=10, low_open=True)
-    lr_schedule: str = _setting("constant", "Per-step schedule (onecycle: 20% warm-up, then cosine; triangular: "
-                                "23% warm-up from 0.2 lr, then linear to 0.07 lr)", choices=LR_SCHEDULES)
+    lr_schedule: str = _setting("constant", "Learning-rate schedule, per step", choices=LR_SCHEDULES)
     weight_decay: float = _setting(0.0, "Decoupled weight decay per step, times the lr (AdamW)", low=0)
-    bn_bias_lr: float = _setting(1.0, "Learning-rate multiplier of batch-norm biases (SGD)", low=0, high=1024,
+    bn_bias_lr: float = _setting(1.0, "Learning-rate multiplier of batch-norm biases", low=0, high=1024,
                                  low_open=True)
-    lookahead: bool = _setting(False, "Pull the weights to a slow average every 5 steps (airbench)")
+    lookahead: bool = _setting(False, "Lookahead every 5 steps (airbench)")
     augment: str = _setting("none", "Augmentation policy", choices=AUGMENTATIONS)
     batch_size: int = _setting(64, "Images per optimizer step", low=1)
-    label_smoothing: float = _setting(0.0, "Share of each one-hot target spread over all classes",
+    label_smoothing: float = _setting(0.0, "Label smoothing",
                                       low=0, high=1, high_open=True)
-    ema: float = _setting(0.0, "Momentum of a saved average of the weights; 0 = off", low=0, high=1, high_open=True)
-    whiten: bool = _setting(False, "Start the first conv as patch whitening (airbench)")
-    tta: str = _setting("none", "Test-time augmentation of an added test figure (test_accuracy_tta_NAME)",
+    ema: float = _setting(0.0, "EMA momentum; 0 = off", low=0, high=1, high_open=True)
+    whiten: bool = _setting(False, "Whitened first conv (airbench)")
+    tta: str = _setting("none", "TTA of an extra test figure",
                     choices=TTA)
     val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split that picks the kept epoch; 0 = none",
                                 low=0, high=0.5)
     seed: int = _setting(0, "Random seed (weights, data order, augmentation, dropout)", recipe=False)
-    patience: int = _setting(0, "Epochs without gain before stopping (EarlyStopping); 0 = off", low=0,
+    patience: int = _setting(0, "Epochs without gain before stopping; 0 = off", low=0,
                              recipe=False)
     image_size: tuple[int, int] | None = _setting(None, "Size a folder's images are brought to", recipe=False,
                                                   shown=" ".join(map(str, DEFAULT_IMAGE_SIZE)))
