@@ -61,7 +61,7 @@ def test_ctrl_c_during_a_search_leaves_a_folder_the_same_command_resumes(fake_da
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--space", "momentum=float:0:1"], "Unknown setting 'momentum' in the search space"),
+    (["--space", "nesterov=float:0:1"], "Unknown setting 'nesterov' in the search space"),
     (["--space", "lr=log:1e-3:20"], "the search space of lr leaves its range: lr must be in (0, 10]"),
     (["--space", "lr=between:1:2"], "--space takes NAME=log:LOW:HIGH"),
     (["--trials", "0"], "trials and epochs must be >= 1. Received: trials=0"),
