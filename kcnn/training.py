@@ -310,7 +310,8 @@ def recipe_callbacks(config: TrainConfig, steps_per_epoch: int) -> list:
 def model_file_metadata(config: TrainConfig, info, metrics: dict | None = None) -> dict:
     """:func:`kcnn.metadata.make` of a run's ``model.keras``: its classes, input rule and dataset, and as
     its card the architecture, the command that trains it, the settings and (once known) the test figures."""
-    results = {k: metrics[k] for k in ("test_accuracy", "test_loss", "epochs") if k in (metrics or {})}
+    results = {k: v for k, v in (metrics or {}).items()
+               if k in ("test_accuracy", "test_loss", "epochs") or k.startswith("test_accuracy_tta_")}
     card = {"model": config.model, "command": config.command(), "settings": config.to_dict(), **results}
     return model_metadata.make(info.class_names, info.image_shape, info.name, card)
 

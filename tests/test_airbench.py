@@ -9,6 +9,7 @@ import pytest
 from helpers import InterruptAt, tiny_train
 
 from kcnn import create_model
+from kcnn import metadata as model_metadata
 from kcnn.callbacks import Lookahead
 from kcnn.evaluation import predict_probs
 from kcnn.training import (TRIANGULAR_END, TRIANGULAR_START, batch_norm_biases, make_optimizer, scale_gradients,
@@ -117,3 +118,5 @@ def test_a_run_of_the_airbench_recipe_resumes_exactly_and_reports_its_tta_figure
     model = keras.saving.load_model(tmp_path / "straight" / "model.keras")
     probs = predict_probs(model, images, tta="flip_shift")
     assert metrics["test_accuracy_tta_flip_shift"] == pytest.approx(np.mean(probs.argmax(axis=1) == labels))
+    card = model_metadata.read(tmp_path / "straight" / "model.keras")["card"]  # the file names its figures too
+    assert card["test_accuracy_tta_flip_shift"] == metrics["test_accuracy_tta_flip_shift"]

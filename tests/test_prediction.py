@@ -204,7 +204,7 @@ def test_shipped_models_answer_with_no_model_option(tmp_path):
         card = json.loads(path.with_suffix(".json").read_text())
         assert {"dataset", "tfds_version", "class_names", "input", "output", "test_accuracy",
                 "test_loss", "epochs", "command", "versions", "trained_on", "date"} <= set(card)
-        assert path.stat().st_size < 5_000_000
+        assert path.stat().st_size < 10_000_000  # whitened8's 1,971,328 float32 weights: 7.9 MB
 
 
 def test_bad_array_inputs_are_reported_by_position(tiny_models):

@@ -63,6 +63,7 @@ def model_card(run_dir: str | Path) -> dict:
                    "meaning": "class probabilities (softmax), in class_names order"},
         "test_accuracy": metrics["test_accuracy"],
         "test_loss": metrics["test_loss"],
+        **{k: v for k, v in metrics.items() if k.startswith("test_accuracy_tta_")},  # with test-time augmentation
         "epochs": metrics["epochs"],
         "command": TrainConfig.from_dict(settings).command(),
         "settings": settings,
