@@ -86,17 +86,14 @@ class TrainConfig:
     lookahead: bool = _setting(False, "Lookahead every 5 steps (airbench)")
     augment: str = _setting("none", "Augmentation policy", choices=AUGMENTATIONS)
     batch_size: int = _setting(64, "Images per optimizer step", low=1)
-    label_smoothing: float = _setting(0.0, "Label smoothing",
-                                      low=0, high=1, high_open=True)
+    label_smoothing: float = _setting(0.0, "Label smoothing", low=0, high=1, high_open=True)
     ema: float = _setting(0.0, "EMA momentum; 0 = off", low=0, high=1, high_open=True)
     whiten: bool = _setting(False, "Whitened first conv (airbench)")
-    tta: str = _setting("none", "TTA of an extra test figure",
-                    choices=TTA)
+    tta: str = _setting("none", "TTA of an extra test figure", choices=TTA)
     val_split: float = _setting(DEFAULT_VAL_SPLIT, "Share of the train split that picks the kept epoch; 0 = none",
                                 low=0, high=0.5)
     seed: int = _setting(0, "Random seed (weights, data order, augmentation, dropout)", recipe=False)
-    patience: int = _setting(0, "Epochs without gain before stopping; 0 = off", low=0,
-                             recipe=False)
+    patience: int = _setting(0, "Epochs without gain before stopping; 0 = off", low=0, recipe=False)
     image_size: tuple[int, int] | None = _setting(None, "Size a folder's images are brought to", recipe=False,
                                                   shown=" ".join(map(str, DEFAULT_IMAGE_SIZE)))
     channels: int | None = _setting(None, "A folder's images gray (1) or RGB (3)", choices=(1, 3),

@@ -367,8 +367,8 @@ def _history_metrics(history: list, monitor: str) -> dict:
 
 def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list, monitor: str) -> dict:
     """Test figures of ``model.keras`` (with ``evaluation/`` and ``curves.png`` written), of the last
-    epoch's weights in ``net`` when another epoch was kept, and with test-time flip averaging for
-    colour datasets and runs trained with flips."""
+    epoch's weights in ``net`` when another epoch was kept, with test-time flip averaging for
+    colour datasets and runs trained with flips, and with ``config.tta`` (``test_accuracy_tta_NAME``)."""
     figures.plot_history(history, run.curves, title=f"{run.path.name}: {config.model} on {config.dataset}")
     images, labels = data.load_split_arrays(info, "test")  # decoded once, for every figure below
     clf = load_classifier(run.model)
