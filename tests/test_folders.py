@@ -72,13 +72,14 @@ def test_unreadable_files_are_skipped_and_named(photo_folder):
     assert counted == 36
 
 
-def test_a_folder_too_large_for_memory_streams_the_same_batches_from_its_files(photo_folder):
+@pytest.mark.parametrize("policy", ["flip_shift", "altflip_shift"])
+def test_a_folder_too_large_for_memory_streams_the_same_batches_from_its_files(photo_folder, policy):
     info = data.load_info(str(photo_folder), image_size=(20, 20))
 
     def batches(ds, split):
         return [(x.numpy(), y.numpy()) for x, y in getattr(ds, split)]
 
-    options = dict(batch_size=5, val_split=0.2, seed=3, augment="flip_shift")
+    options = dict(batch_size=5, val_split=0.2, seed=3, augment=policy)
     held, streamed = data.load_datasets(info, **options), data.load_datasets(info, memory_budget=0, **options)
     for epoch in (0, 1):
         held.set_epoch(epoch)
