@@ -19,9 +19,10 @@ from kcnn.prediction import load_classifier
 
 log = logging.getLogger(__name__)
 
-#: Test-time augmentation (kcnn.config.TTA): "none", "flip" (average each image's probabilities with its
-#: mirror's), or "flip_shift" (with the mirror, each also shifted by TTA_SHIFTS: 10 views, airbench's
-#: multi-crop idea).
+# Test-time augmentation (TTA, from kcnn.config): "none", "flip" (average each image's probabilities
+# with its mirror's), or "flip_shift" (with the mirror, each also shifted by TTA_SHIFTS: 10 views,
+# airbench's multi-crop idea).
+
 #: flip_shift test-time views: (down, right) shifts in pixels, the edges filled as Keras' "reflect" does.
 TTA_SHIFTS = ((0, 0), (1, 1), (1, -1), (-1, 1), (-1, -1))
 
