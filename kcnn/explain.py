@@ -83,7 +83,8 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None
     """Grad-CAM heatmap of one image.
 
     Args:
-        model: a kcnn-style classifier (conv layers, final Dense + softmax).
+        model: a kcnn-style classifier: conv layers, then a final Dense with softmax, or logits
+            followed by a softmax layer of their own (the whitened nets, ``resnet9``).
         image: ``(H, W, C)`` uint8, the model's input spec.
         class_index: class to explain; None = the predicted class.
         layer: conv layer (default: the last one). Its block's output is explained: the conv's
@@ -104,7 +105,9 @@ def gradcam(model, image: np.ndarray, class_index: int | None = None, layer=None
     x = image[None]
 
     def logits_of(features_input):
-        kernel, bias = head.kernel, head.bias
+        if not isinstance(head, keras.layers.Dense):  # a softmax layer of its own: its input are the logits
+            return features_input
+        kernel, bias = head.kernel, head.bias  # Dense with softmax: the logits before it
         return keras.ops.matmul(features_input, kernel) + (bias if bias is not None else 0)
 
     backend = keras.backend.backend()

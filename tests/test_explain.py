@@ -1,6 +1,7 @@
 """kcnn.explain: Grad-CAM and conv-layer lookup."""
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 
@@ -20,6 +21,20 @@ def test_gradcam_heatmap_has_the_input_size_and_unit_range(cifar_model):
     assert index == int(np.argmax(model.predict(image[None], verbose=0)))
     _, named = gradcam(model, image, class_index=3)
     assert named == 3
+
+
+@pytest.mark.parametrize("name", ["cnn3", "net24k", "resnet9", "whitened8_narrow"])
+def test_gradcam_explains_the_predicted_class_of_every_kind_of_head(name):
+    """cnn3 and net24k end in a Dense with softmax; resnet9 and the whitened nets in logits, a
+    rescaling and a softmax layer of its own (the class scores are that layer's input)."""
+    from kcnn.explain import gradcam
+    from kcnn.models import create_model
+
+    model = create_model(name, (32, 32, 3), 10)
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    heatmap, index = gradcam(model, image)
+    assert heatmap.shape == (32, 32) and 0 <= heatmap.min() and heatmap.max() <= 1
+    assert index == int(np.argmax(model.predict(image[None], verbose=0)))
 
 
 def test_unknown_layer_lists_the_conv_layers(cifar_model, tmp_path):
