@@ -61,6 +61,12 @@ class LearningRateLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
 
 
+def optimizer_step(model) -> int:
+    """Optimizer steps taken so far (``model.optimizer.iterations``), a plain number; a resumed run's
+    count goes on from the backup."""
+    return int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+
+
 class StepLearningRate(keras.callbacks.Callback):
     """Sets the optimizer's learning rate before each step to ``schedule(step)``, ``step`` being the
     optimizer's own count of steps (``iterations``), so a resumed run goes on with the same rates.
@@ -78,8 +84,7 @@ class StepLearningRate(keras.callbacks.Callback):
         self.schedule = schedule
 
     def on_train_batch_begin(self, batch, logs=None):
-        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-        self.model.optimizer.learning_rate.assign(self.schedule(step))
+        self.model.optimizer.learning_rate.assign(self.schedule(optimizer_step(self.model)))
 
 
 class Lookahead(keras.callbacks.Callback):
@@ -111,23 +116,22 @@ class Lookahead(keras.callbacks.Callback):
         if self.slow is None:  # stop_gradient: plain tensors, no autograd history kept (torch)
             self.slow = [keras.ops.copy(keras.ops.stop_gradient(v.value)) for v in self.variables]
 
-    def step(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-    def pull(self):
-        decay = self.base * min(1.0, self.step() / self.total_steps) ** 3
+    def pull(self, step: int):
+        decay = self.base * min(1.0, step / self.total_steps) ** 3
         for i, variable in enumerate(self.variables):
             value = keras.ops.stop_gradient(variable.value)
             self.slow[i] = self.slow[i] + (1.0 - decay) * (value - self.slow[i])
             variable.assign(self.slow[i])
 
     def on_train_batch_end(self, batch, logs=None):
-        if self.step() % self.every == 0:
-            self.pull()
+        step = optimizer_step(self.model)
+        if step % self.every == 0:
+            self.pull(step)
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.step() % self.every:  # at a multiple of every, on_train_batch_end pulled already
-            self.pull()
+        step = optimizer_step(self.model)
+        if step % self.every:  # at a multiple of every, on_train_batch_end pulled already
+            self.pull(step)
 
 
 class EpochTimer(keras.callbacks.Callback):

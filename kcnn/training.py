@@ -216,7 +216,7 @@ def _config_record(config: TrainConfig, info, ds, device: str, versions: dict, d
         "format_version": configs.FORMAT_VERSION,
         "settings": config.to_dict(),
         "resolved": {"device": device, "devices": list(devices) or [device], "machine": describe_device(device),
-                     "steps_per_epoch": math.ceil(ds.num_train / config.batch_size),
+                     "steps_per_epoch": steps_per_epoch(config, ds),
                      "num_train": ds.num_train, "num_val": ds.num_val, "augmentation": config.augment},
         "dataset": {"name": info.name, "version": info.version, "class_names": list(info.class_names),
                     "image_shape": list(info.image_shape), "data_dir": info.data_dir,
@@ -238,8 +238,7 @@ def build_model(config: TrainConfig, info, ds, fresh: bool = True):
         eigenvalues = models.whiten_first_conv(net, images)
         log.info(f"first conv whitened on {len(images)} training images (leading patch variances "
                  f"{', '.join(f'{v:.3g}' for v in eigenvalues[:3])})")
-    steps_per_epoch = math.ceil(ds.num_train / config.batch_size)
-    schedule = make_lr_schedule(config.lr_schedule, config.lr, steps_per_epoch, config.epochs)
+    schedule = make_lr_schedule(config.lr_schedule, config.lr, steps_per_epoch(config, ds), config.epochs)
     loss, metric = make_loss(config.label_smoothing, config.one_hot)
     net.compile(optimizer=make_optimizer(config.optimizer, schedule, config.weight_decay, config.ema,
                                          config.momentum), loss=loss, metrics=[metric])
@@ -295,10 +294,15 @@ def triangular_lr(step: int, total: int, peak: float) -> float:
     return peak * ((1 - share) + TRIANGULAR_END * share)
 
 
-def recipe_callbacks(config: TrainConfig, steps_per_epoch: int) -> list:
-    """The callbacks a recipe's settings need: :class:`kcnn.callbacks.StepLearningRate` for the
-    triangular schedule, :class:`kcnn.callbacks.Lookahead` for ``lookahead``."""
-    total = steps_per_epoch * config.epochs
+def steps_per_epoch(config: TrainConfig, ds) -> int:
+    """Optimizer steps in one pass over ``ds``' training split (the last batch may be smaller)."""
+    return math.ceil(ds.num_train / config.batch_size)
+
+
+def recipe_callbacks(config: TrainConfig, ds) -> list:
+    """The callbacks a recipe's settings need for training on ``ds``: :class:`kcnn.callbacks.StepLearningRate`
+    for the triangular schedule, :class:`kcnn.callbacks.Lookahead` for ``lookahead``."""
+    total = steps_per_epoch(config, ds) * config.epochs
     found = []
     if config.lr_schedule == "triangular":
         found.append(StepLearningRate(lambda step: triangular_lr(step, total, config.lr)))
@@ -336,8 +340,7 @@ def _fit(net, ds, run: RunFolder, config: TrainConfig, monitor: str, extra_callb
     best = max((row[monitor] for row in run.read_history() if monitor in row), default=None)
     callbacks = make_callbacks(run, monitor, best, datasets=ds, seed=config.seed, ema=bool(config.ema),
                                tensorboard=config.tensorboard, metadata=model_file_metadata(config, ds.info),
-                               patience=config.patience,
-                               extra=[*extra_callbacks, *recipe_callbacks(config, math.ceil(ds.num_train / config.batch_size))])
+                               patience=config.patience, extra=[*extra_callbacks, *recipe_callbacks(config, ds)])
     start = time.time()
     try:
         with training_fast_path(net):  # fused batch norm, direct forward (torch); the saved file stays stock

@@ -137,7 +137,7 @@ def torch_augment(x, policy: str, gen):
         out = _flip(_shift(x, 4, "constant", gen), gen)
     elif policy == "flip_shift":
         out = _shift(_flip(x, gen), round(h * 2 / 32), "reflect", gen)
-    elif policy == "altflip_shift":  # the loop mirrored the batch already (TorchLoop.alternate)
+    elif policy == "altflip_shift":  # TorchLoop.run mirrored the batch already
         out = _shift(x, round(h * 2 / 32), "reflect", gen)
     elif policy == "shift":
         out = _shift(x, round(h * 0.08), "constant", gen)
@@ -165,7 +165,7 @@ class TorchLoop:
         self.model, self.batch, self.policy = torch_model(name), config.batch_size, config.augment
         self.airbench = config.recipe == "airbench"
         if self.airbench:  # airbench94's param groups: BN biases at bn_bias_lr x the rate, decay unchanged
-            biases = [p for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d) for p in [m.bias]]
+            biases = [m.bias for m in self.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
             others = [p for p in self.model.parameters() if p.requires_grad and all(p is not b for b in biases)]
             decay = config.weight_decay * (1 - config.momentum)  # kcnn's decoupled decay as torch's L2 term
             self.opt = torch.optim.SGD([dict(params=biases, lr=config.lr * config.bn_bias_lr,
@@ -235,8 +235,7 @@ class KcnnLoop:
                                      augment=self.policy, seed=seed, one_hot=self.config.one_hot)
         self.train_iter = self.ds.train.repeat()
         self.model = training.build_model(self.config, self.ds.info, self.ds)
-        steps_per_epoch = math.ceil(self.ds.num_train / self.batch)
-        self.extra = training.recipe_callbacks(self.config, steps_per_epoch)
+        self.extra = training.recipe_callbacks(self.config, self.ds)
         self.make_callbacks, self.epoch, self.fused, self.direct = make_callbacks, 0, fused, direct
         self.tmp = Path(tempfile.mkdtemp(prefix="kcnn-bench-"))
 
