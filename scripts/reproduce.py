@@ -52,6 +52,16 @@ BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 #: The columns of every row, by the name that run names carry: what ``kcnn train`` is given beyond
 #: the row's dataset, model, epochs and seed.
 VARIANTS = {"baseline": {"recipe": "baseline"}, "default": {}, "full": {"val_split": 0.0}}
+#: Runs of ``scripts/ablation.py``: the default recipe (``airbench`` on the whitened nets) with one of
+#: its methods taken out, by the name their runs carry.
+ABLATIONS = {"no_lookahead": {"lookahead": False}, "no_bn_bias_lr": {"bn_bias_lr": 1.0},
+             "random_flip": {"augment": "flip_shift"}, "no_label_smoothing": {"label_smoothing": 0.0},
+             "onecycle": {"lr_schedule": "onecycle"}}
+
+
+def overrides(variant: str) -> dict:
+    """What ``kcnn train`` is given for ``variant`` (a column or an ablation) beyond the row's run."""
+    return VARIANTS[variant] if variant in VARIANTS else ABLATIONS[variant]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,16 +106,24 @@ def command(row: Row, variant: str, seed: int, data_dir: str | None) -> list[str
     """The ``kcnn train`` command of one run (printed, and run as a subprocess)."""
     cmd = ["kcnn", "train", row.dataset, "--model", row.model, "--epochs", str(row.epochs),
            "--seed", str(seed), "--output", str(RUNS / run_name(row, variant, seed))]
-    for key, value in VARIANTS[variant].items():
-        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    cmd += flags(variant)
     if data_dir:
         cmd += ["--data-dir", data_dir]
     return cmd
 
 
+def flags(variant: str) -> list[str]:
+    """``kcnn train``'s options for :func:`overrides`, e.g. ``["--val-split", "0.0"]``, ``["--no-lookahead"]``."""
+    out = []
+    for key, value in overrides(variant).items():
+        flag = key.replace("_", "-")
+        out += [f"--{flag}" if value else f"--no-{flag}"] if isinstance(value, bool) else [f"--{flag}", str(value)]
+    return out
+
+
 def today(row: Row, variant: str, seed: int, image_shape) -> TrainConfig:
     """The settings today's command of (row, variant, seed) trains."""
-    return resolve(row.dataset, image_shape, model=row.model, epochs=row.epochs, seed=seed, **VARIANTS[variant])
+    return resolve(row.dataset, image_shape, model=row.model, epochs=row.epochs, seed=seed, **overrides(variant))
 
 
 def read_run(row: Row, variant: str, seed: int) -> dict | None:

@@ -30,15 +30,16 @@ VERSIONS = {"python": "3.11.7", "keras": "3.15.1", "backend": "torch", "torch": 
 
 
 def fake_run(runs, variant, seed, accuracy, seconds=60.0, final=None, machine="CPU, 2 cores", all_calls=None,
-             tta=None, **changed):
-    """A finished run folder of ``kcnn train`` for ROW with today's settings, but for ``changed`` ones."""
-    folder = runs / reproduce.run_name(ROW, variant, seed)
+             tta=None, row=ROW, shape=(28, 28, 1), figures=(), **changed):
+    """A finished run folder of ``kcnn train`` for ``row`` with today's settings, but for ``changed``
+    ones; ``figures``: more ``metrics.json`` entries."""
+    folder = runs / reproduce.run_name(row, variant, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    settings = reproduce.today(ROW, variant, seed, (28, 28, 1)).to_dict()
+    settings = reproduce.today(row, variant, seed, shape).to_dict()
     (folder / "config.json").write_text(json.dumps({
-        "settings": {**settings, **changed}, "versions": VERSIONS, "dataset": {"image_shape": [28, 28, 1]},
+        "settings": {**settings, **changed}, "versions": VERSIONS, "dataset": {"image_shape": list(shape)},
         "resolved": {"device": "cpu" if machine.startswith("CPU") else "cuda:0", "machine": machine}}))
-    metrics = {"test_accuracy": accuracy, "fit_seconds_this_call": seconds}
+    metrics = {"test_accuracy": accuracy, "fit_seconds_this_call": seconds, **dict(figures)}
     if final is not None:
         metrics["final_test_accuracy"] = final
     if all_calls is not None:
@@ -240,3 +241,36 @@ def test_the_all_training_images_column_reads_its_runs_or_equals_a_default_witho
     assert reproduce.today(ROW, "full", 0, (28, 28, 1)).val_split == 0.0
     fashion = reproduce.Row("fashion_mnist", "cnn3", 15, "—", 0.935, 3)  # its default trains on every image
     assert last_row_cells(reproduce.table([fashion]))[8] == "= default"
+
+
+spec = importlib.util.spec_from_file_location("ablation", REPO / "scripts" / "ablation.py")
+ablation = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ablation)
+NARROW = ablation.row(ablation.MODEL, ablation.EPOCHS)
+
+
+def test_each_ablation_command_takes_exactly_its_own_methods_out_of_the_airbench_recipe():
+    full = reproduce.today(NARROW, "default", 0, (32, 32, 3))
+    assert full.recipe == "airbench"
+    for variant, given in reproduce.ABLATIONS.items():
+        cmd = reproduce.command(NARROW, variant, 1, None)
+        ctx = main.commands["train"].make_context("train", cmd[2:])  # raises on a bad option
+        assert {k: ctx.params[k] for k in given} == given
+        ablated = reproduce.today(NARROW, variant, 0, (32, 32, 3))
+        changed = {f.name for f in dataclasses.fields(full) if getattr(full, f.name) != getattr(ablated, f.name)}
+        assert changed == set(given), variant  # a method the recipe has, and nothing else
+
+
+def test_ablation_table_gives_each_variants_tta_figure_against_the_full_recipes(tmp_path, monkeypatch):
+    monkeypatch.setattr(reproduce, "RUNS", tmp_path)
+    keys = [key for key, _ in ablation.FIGURES]
+    for seed, shift in enumerate((0.9010, 0.9030)):
+        fake_run(tmp_path, "default", seed, 0.89, row=NARROW, shape=(32, 32, 3), figures=zip(keys[1:], (0.895, shift)))
+    fake_run(tmp_path, "no_lookahead", 0, 0.88, row=NARROW, shape=(32, 32, 3), figures=zip(keys[1:], (0.885, 0.8970)))
+    fake_run(tmp_path, "onecycle", 0, 0.88, row=NARROW, shape=(32, 32, 3), figures=[])  # a run without TTA figures
+    lines = ablation.table(NARROW.model, NARROW.epochs).splitlines()
+    cells = {line.split("|")[1].strip().split(" ")[0]: [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    assert cells["nothing"][3] == "90.20% ± 0.14 (n=2, min 90.10%)"
+    assert cells["`no_lookahead`"][3:5] == ["89.70% (n=1, min 89.70%)", "-0.50 pt"]
+    assert cells["`onecycle`"][1:5] == ["88.00% (n=1, min 88.00%)", "—", "—", ""]
+    assert cells["`random_flip`"][1] == "not run"
