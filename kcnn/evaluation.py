@@ -117,7 +117,21 @@ def shift_images(images: np.ndarray, down: int, right: int) -> np.ndarray:
     return np.ascontiguousarray(padded[:, pad - down:pad - down + height, pad - right:pad - right + width])
 
 
-def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: int = 512) -> np.ndarray:
+def tta_views(tta: str) -> list[tuple[bool, int, int]]:
+    """The views ``tta`` averages, each as ``(mirrored, down, right)``: ``"none"`` the image alone,
+    ``"flip"`` it and its mirror, ``"flip_shift"`` each of those shifted by :data:`TTA_SHIFTS` (10).
+
+    Raises:
+        UsageError: unknown ``tta``.
+    """
+    check_tta(tta)
+    mirrors = (False, True) if tta in ("flip", "flip_shift") else (False,)
+    shifts = TTA_SHIFTS if tta == "flip_shift" else ((0, 0),)
+    return [(mirrored, down, right) for mirrored in mirrors for down, right in shifts]
+
+
+def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: int = 512,
+                  view_probs: dict | None = None) -> np.ndarray:
     """Class probabilities of a Keras classifier, optionally averaged over flipped and shifted copies.
 
     Args:
@@ -130,6 +144,9 @@ def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: i
             and shifted one pixel diagonally four ways (:data:`TTA_SHIFTS`,
             :func:`shift_images`): 10 views, for models trained with flips and shifts.
         batch_size: images per forward pass.
+        view_probs: each view's ``(N, classes)`` probabilities by :func:`tta_views` key, from
+            earlier calls on the same model and images: views found there are not predicted again,
+            and the others are added (one pass for "none", "flip" and "flip_shift" figures together).
 
     Returns:
         ``(N, classes)`` float64 probabilities.
@@ -137,14 +154,14 @@ def predict_probs(model, images: np.ndarray, *, tta: str = "none", batch_size: i
     Raises:
         UsageError: unknown ``tta``.
     """
-    check_tta(tta)
-    views = [images]
-    if tta in ("flip", "flip_shift"):
-        views.append(np.ascontiguousarray(images[:, :, ::-1]))
-    if tta == "flip_shift":
-        views = [shift_images(view, down, right) for view in views for down, right in TTA_SHIFTS]
-    probs = [model.predict(view, batch_size=batch_size, verbose=0).astype(np.float64) for view in views]
-    return sum(probs) / len(probs)
+    views = tta_views(tta)
+    view_probs = {} if view_probs is None else view_probs
+    for mirrored, down, right in views:
+        if (mirrored, down, right) not in view_probs:
+            view = np.ascontiguousarray(images[:, :, ::-1]) if mirrored else images
+            view = shift_images(view, down, right) if (down, right) != (0, 0) else view
+            view_probs[mirrored, down, right] = model.predict(view, batch_size=batch_size, verbose=0).astype(np.float64)
+    return sum(view_probs[key] for key in views) / len(views)
 
 
 def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | None = None,
@@ -180,13 +197,13 @@ def evaluate(model_path, dataset: str, *, split: str = "test", data_dir: str | N
 
 def evaluate_arrays(clf, images: np.ndarray, labels: np.ndarray, info, *, split: str = "test",
                     output: str | Path, fmt: str = "png", batch_size: int = 512, seed: int = 0,
-                    tta: str = "none") -> dict:
+                    tta: str = "none", view_probs: dict | None = None) -> dict:
     """Evaluate the classifier ``clf`` on ``images`` ``(N, H, W, C)`` uint8 with ``labels`` ``(N,)``
     int, a split of the dataset ``info``: write ``evaluation.json`` and three figures into ``output``.
 
     Figures: ``confusion_matrix`` (counts and row-normalised), ``misclassified``
     (the most confidently wrong images), ``predictions`` (random images with
-    their predicted labels). ``tta`` is passed to :func:`predict_probs`; every
+    their predicted labels). ``tta`` and ``view_probs`` are passed to :func:`predict_probs`; every
     metric and figure then comes from the averaged probabilities.
 
     Returns:
@@ -199,7 +216,7 @@ def evaluate_arrays(clf, images: np.ndarray, labels: np.ndarray, info, *, split:
         raise UsageError(f"{clf.path}: model takes {clf.input_shape} images and outputs "
                          f"{len(clf.class_names)} classes; {info.name} has {info.image_shape} images "
                          f"and {info.num_classes} classes")
-    probs = predict_probs(clf.model, images, tta=tta, batch_size=batch_size)
+    probs = predict_probs(clf.model, images, tta=tta, batch_size=batch_size, view_probs=view_probs)
     result = summarize(probs, labels, info.class_names)
     result.update(model=str(clf.path), dataset=info.name, split=split, tfds_version=info.version, tta=tta)
     out = Path(output)

@@ -375,7 +375,8 @@ def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list,
     figures.plot_history(history, run.curves, title=f"{run.path.name}: {config.model} on {config.dataset}")
     images, labels = data.load_split_arrays(info, "test")  # decoded once, for every figure below
     clf = load_classifier(run.model)
-    evaluation = evaluate_arrays(clf, images, labels, info, output=run.evaluation)
+    view_probs = {}  # model.keras' probabilities of each TTA view, predicted once for every figure
+    evaluation = evaluate_arrays(clf, images, labels, info, output=run.evaluation, view_probs=view_probs)
     best_row = max(history, key=lambda r: r.get(monitor, -1.0)) if history else {}
     metrics = {"test_accuracy": float(evaluation["accuracy"]), "test_loss": float(evaluation["loss"]),
                "final_test_accuracy": float(evaluation["accuracy"]), "test_examples": int(evaluation["examples"]),
@@ -383,14 +384,14 @@ def _test_metrics(net, run: RunFolder, config: TrainConfig, info, history: list,
     last_is_best = not history or best_row is history[-1]
     mirror = info.image_shape[-1] == 3 or "flip" in config.augment
 
-    def accuracy(model, tta="none"):
-        return float((predict_probs(model, images, tta=tta).argmax(axis=1) == labels).mean())
+    def accuracy(model, tta="none", views=None):
+        return float((predict_probs(model, images, tta=tta, view_probs=views).argmax(axis=1) == labels).mean())
 
     if not last_is_best:  # net holds the last epoch's weights
         metrics["final_test_accuracy"] = accuracy(net)
     for tta in dict.fromkeys(["flip"] * mirror + [config.tta]):
         if tta != "none":
-            metrics[f"test_accuracy_tta_{tta}"] = accuracy(clf.model, tta=tta)
+            metrics[f"test_accuracy_tta_{tta}"] = accuracy(clf.model, tta=tta, views=view_probs)
     return metrics
 
 

@@ -107,6 +107,24 @@ def test_flip_shift_tta_averages_ten_views(cifar_model):
     assert np.allclose(probs.sum(axis=1), 1.0)
 
 
+def test_tta_figures_sharing_view_probs_predict_each_view_once_and_equal_fresh_ones(cifar_model):
+    import keras
+
+    from kcnn.evaluation import predict_probs
+
+    model = keras.saving.load_model(cifar_model / "cifar.keras")
+    images = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    fresh = {tta: predict_probs(model, images, tta=tta) for tta in ("none", "flip", "flip_shift")}
+    calls = []
+    predict = model.predict
+    model.predict = lambda view, **kwargs: calls.append(view) or predict(view, **kwargs)
+    shared = {}
+    for tta in ("none", "flip", "flip_shift"):
+        assert np.array_equal(predict_probs(model, images, tta=tta, view_probs=shared), fresh[tta]), tta
+    assert len(calls) == len(shared) == 10  # not 1 + 2 + 10
+    assert np.array_equal(calls[0], images) and np.array_equal(calls[1], images[:, :, ::-1])
+
+
 def test_evaluate_with_flip_tta_reports_it(cifar_model, fake_data_dir, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", str(cifar_model / "cifar.keras"), "cifar10", "--tta", "flip",
                                        "--data-dir", fake_data_dir, "--output", str(tmp_path)])
