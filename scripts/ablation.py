@@ -1,10 +1,11 @@
-"""Ablation of the ``airbench`` recipe: each of its methods taken out on its own, and what that costs.
+"""Ablation of the ``airbench`` recipe: each of its methods taken out on its own, and what that costs;
+and the augmentation policies (cutout, MixUp, CutMix, RandAugment) in its alternating flip's place.
 
 airbench's paper (K. Jordan, "94% on CIFAR-10 in 3.29 Seconds on a Single GPU", 2024, table 1) counts
 the epochs each method saves on the way to 94%. Here each run has a fixed budget instead (5 epochs
 by default: the schedule is then a whole short run), and the table gives each variant's test
 accuracy, without and with test-time augmentation, against the full recipe's in the same table.
-The variants are ``reproduce.ABLATIONS``; TTA is not trained, so its rows come from every run's
+The variants are ``reproduce.ABLATIONS``; TTA is not trained, so its columns come from every run's
 own figures (``metrics.json``: ``test_accuracy_tta_flip``, ``test_accuracy_tta_flip_shift``). Not
 ablated here: the frozen whitening and the dirac initialization, which are parts of the whitened
 networks rather than settings.
@@ -46,7 +47,7 @@ def table(model: str, epochs: int) -> str:
     runs = {variant: reproduce.read_runs(row(model, epochs), variant) for variant in ("default", *ABLATIONS)}
     reproduce._ALL.update({(row(model, epochs).name, v): r for v, r in runs.items()})  # minutes() numbers the machines of all
     full = runs["default"]
-    lines = [f"| taken out of the recipe | {' | '.join(name for _, name in FIGURES)} | flip_shift TTA vs full | "
+    lines = [f"| change to the full recipe | {' | '.join(name for _, name in FIGURES)} | flip_shift TTA vs full | "
              f"fit minutes |", "| --- |" + " --: |" * (len(FIGURES) + 2)]
     for variant, found in runs.items():
         key = FIGURES[-1][0]

@@ -52,11 +52,14 @@ BEGIN, END = "<!-- reproduce:begin -->", "<!-- reproduce:end -->"
 #: The columns of every row, by the name that run names carry: what ``kcnn train`` is given beyond
 #: the row's dataset, model, epochs and seed.
 VARIANTS = {"baseline": {"recipe": "baseline"}, "default": {}, "full": {"val_split": 0.0}}
-#: Runs of ``scripts/ablation.py``: the default recipe (``airbench`` on the whitened nets) with one of
-#: its methods taken out, by the name their runs carry.
+#: Runs of ``scripts/ablation.py``, by the name their runs carry: the default recipe (``airbench`` on the
+#: whitened nets) with one of its methods taken out, then with each augmentation policy of the
+#: tutorials' future work in place of its alternating flip (each also flips at random and shifts,
+#: so ``random_flip`` is what they add to).
 ABLATIONS = {"no_lookahead": {"lookahead": False}, "no_bn_bias_lr": {"bn_bias_lr": 1.0},
              "random_flip": {"augment": "flip_shift"}, "no_label_smoothing": {"label_smoothing": 0.0},
-             "onecycle": {"lr_schedule": "onecycle"}}
+             "onecycle": {"lr_schedule": "onecycle"},
+             **{policy: {"augment": f"flip_shift_{policy}"} for policy in ("cutout", "mixup", "cutmix", "randaugment")}}
 
 
 def overrides(variant: str) -> dict:
