@@ -1,6 +1,7 @@
 """Constants and helpers shared by the tests: the repository, where real data is, generated photo folders,
 a tiny training run, the CLI runner, and callbacks that interrupt or probe fit."""
 
+import functools
 import os
 import socket
 from pathlib import Path
@@ -23,6 +24,24 @@ def find_real_data_dir(name="mnist"):
         if candidate and list(Path(candidate).glob(f"{name}/*/dataset_info.json")):
             return str(candidate)
     return None
+
+
+@functools.cache
+def shipped_test_probabilities(stem: str):
+    """``(probabilities (10000, classes) float64, labels (10000,))`` of the shipped model
+    ``saved_models/STEM.keras`` on its dataset's whole test split, read from :func:`find_real_data_dir`
+    and predicted once per test session for every test that compares against them; None where that
+    dataset is not prepared here."""
+    from kcnn.data import load_info, load_split_arrays
+    from kcnn.evaluation import predict_probs
+    from kcnn.prediction import load_classifier, shipped_models
+
+    clf = load_classifier(next(p for p in shipped_models() if p.stem == stem))
+    data_dir = find_real_data_dir(clf.dataset)
+    if data_dir is None:
+        return None
+    images, labels = load_split_arrays(load_info(clf.dataset, data_dir), "test")
+    return predict_probs(clf.model, images), labels
 
 
 #: Broken files the generated photo folder holds: (class folder, name, what is wrong).

@@ -178,18 +178,16 @@ def test_shipped_mnist_model_reads_user_drawings():
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", sorted(SHIPPED))
 def test_shipped_models_score_their_cards_test_accuracy_on_the_real_test_split(stem):
-    from helpers import find_real_data_dir
-    from kcnn.data import load_info, load_split_arrays
-    from kcnn.evaluation import predict_probs
+    from helpers import find_real_data_dir, shipped_test_probabilities
+    from kcnn.data import load_info
 
     card = json.loads(SHIPPED[stem].with_suffix(".json").read_text())
     data_dir = find_real_data_dir(card["dataset"])
     if data_dir is None:
         pytest.skip(f"{card['dataset']} is not prepared: set TFDS_DATA_DIR or put it at ../shared/tfds")
-    info = load_info(card["dataset"], data_dir)
-    assert info.version == card["tfds_version"]
-    images, labels = load_split_arrays(info, "test")
-    accuracy = np.mean(predict_probs(load_classifier(SHIPPED[stem]).model, images).argmax(1) == labels)
+    assert load_info(card["dataset"], data_dir).version == card["tfds_version"]
+    probs, labels = shipped_test_probabilities(stem)
+    accuracy = np.mean(probs.argmax(1) == labels)
     print(f"{stem}: {accuracy:.4f} on {len(labels)} test images; card {card['test_accuracy']:.4f}")
     assert accuracy == pytest.approx(card["test_accuracy"], abs=0.001)  # 10 images: other kernels, same weights
 
