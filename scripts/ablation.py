@@ -43,19 +43,21 @@ def row(model: str, epochs: int) -> Row:
 
 def table(model: str, epochs: int) -> str:
     """Markdown table of every finished run with today's settings, the full recipe first; the last
-    column is each variant's mean flip_shift TTA figure minus the full recipe's."""
+    column but one is each variant's mean flip_shift TTA figure minus the full recipe's."""
     runs = {variant: reproduce.read_runs(row(model, epochs), variant) for variant in ("default", *ABLATIONS)}
-    reproduce._ALL.update({(row(model, epochs).name, v): r for v, r in runs.items()})  # minutes() numbers the machines of all
-    full = runs["default"]
+    # minutes() numbers the machines of every run it was given
+    reproduce._ALL.update({(row(model, epochs).name, variant): found for variant, found in runs.items()})
+    full, tta = runs["default"], FIGURES[-1][0]
     lines = [f"| change to the full recipe | {' | '.join(name for _, name in FIGURES)} | flip_shift TTA vs full | "
              f"fit minutes |", "| --- |" + " --: |" * (len(FIGURES) + 2)]
     for variant, found in runs.items():
-        key = FIGURES[-1][0]
-        both = found and full and all(key in r for r in found + full)
-        delta = (f"{100 * (statistics.mean(r[key] for r in found) - statistics.mean(r[key] for r in full)):+.2f} pt"
-                 if both and variant != "default" else "")
+        delta = ""
+        if variant != "default" and found and full and all(tta in r for r in found + full):
+            delta = f"{100 * (statistics.mean(r[tta] for r in found) - statistics.mean(r[tta] for r in full)):+.2f} pt"
         figures = " | ".join(cell(found, key) for key, _ in FIGURES)
-        name = "nothing (the full recipe)" if variant == "default" else f"`{variant}` (`{' '.join(reproduce.flags(variant))}`)"
+        name = "nothing (the full recipe)"
+        if variant != "default":
+            name = f"`{variant}` (`{' '.join(reproduce.flags(variant))}`)"
         lines.append(f"| {name} | {figures} | {delta} | {minutes(found)} |")
     return "\n".join(lines)
 

@@ -269,7 +269,8 @@ def test_ablation_table_gives_each_variants_tta_figure_against_the_full_recipes(
     fake_run(tmp_path, "no_lookahead", 0, 0.88, row=NARROW, shape=(32, 32, 3), figures=zip(keys[1:], (0.885, 0.8970)))
     fake_run(tmp_path, "onecycle", 0, 0.88, row=NARROW, shape=(32, 32, 3), figures=[])  # a run without TTA figures
     lines = ablation.table(NARROW.model, NARROW.epochs).splitlines()
-    cells = {line.split("|")[1].strip().split(" ")[0]: [c.strip() for c in line.strip("|").split("|")] for line in lines[2:]}
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    cells = {row[0].split(" ")[0]: row for row in rows}  # by the variant's name
     assert cells["nothing"][3] == "90.20% ± 0.14 (n=2, min 90.10%)"
     assert cells["`no_lookahead`"][3:5] == ["89.70% (n=1, min 89.70%)", "-0.50 pt"]
     assert cells["`onecycle`"][1:5] == ["88.00% (n=1, min 88.00%)", "—", "—", ""]
