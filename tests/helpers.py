@@ -28,7 +28,7 @@ def find_real_data_dir(name="mnist"):
 
 @functools.cache
 def shipped_test_probabilities(stem: str):
-    """``(probabilities (10000, classes) float64, labels (10000,))`` of the shipped model
+    """``(probabilities (N, classes) float64, labels (N,))`` of the shipped model
     ``saved_models/STEM.keras`` on its dataset's whole test split, read from :func:`find_real_data_dir`
     and predicted once per test session for every test that compares against them; None where that
     dataset is not prepared here."""
