@@ -15,7 +15,7 @@ cifar10 --model MODEL --epochs E --seed S [one method out] --output runs/reprodu
 run is copied to ``docs/runs/NAME.json``, and finished runs are read, not trained again, so the
 script can be stopped and run again.
 
-    TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/ablation.py --seeds 2   # ~9 min a run on 2 CPU cores
+    TFDS_DATA_DIR=../shared/tfds .venv/bin/python scripts/ablation.py --seeds 2   # 6-12 min a run on 2 CPU cores
     .venv/bin/python scripts/ablation.py --no-train                             # the table from records
 """
 
@@ -44,9 +44,10 @@ def row(model: str, epochs: int) -> Row:
 def table(model: str, epochs: int) -> str:
     """Markdown table of every finished run with today's settings, the full recipe first; the last
     column but one is each variant's mean flip_shift TTA figure minus the full recipe's."""
-    runs = {variant: reproduce.read_runs(row(model, epochs), variant) for variant in ("default", *ABLATIONS)}
+    runs_row = row(model, epochs)
+    runs = {variant: reproduce.read_runs(runs_row, variant) for variant in ("default", *ABLATIONS)}
     # minutes() numbers the machines of every run it was given
-    reproduce._ALL.update({(row(model, epochs).name, variant): found for variant, found in runs.items()})
+    reproduce._ALL.update({(runs_row.name, variant): found for variant, found in runs.items()})
     full, tta = runs["default"], FIGURES[-1][0]
     lines = [f"| change to the full recipe | {' | '.join(name for _, name in FIGURES)} | flip_shift TTA vs full | "
              f"fit minutes |", "| --- |" + " --: |" * (len(FIGURES) + 2)]
